@@ -13,6 +13,7 @@ import yaml
 from dalkit.data import DATASETS
 from dalkit.errors import ConfigError
 from dalkit.experiment.methods import resolve_method
+from dalkit.experiment.robustness import check_robustness_fields
 from dalkit.models import MODELS
 from dalkit.training.config import TrainConfig
 
@@ -38,6 +39,17 @@ class ExperimentConfig:
         data_root: where dataset files live (None: $DALKIT_DATA or ./data).
         features_path: .npy of per-pool-sample features for strategies with an embedding source.
         device: "cpu", "cuda" or "auto".
+        test_corruptions: corrupted copies of the test split evaluated every round, as
+            ``"name:severity"`` strings, ``{name, severity}`` mappings, ``"all:3"`` or ``"all"``
+            (:func:`dalkit.data.corruptions.parse_corruptions`); () = none.
+        attack_epsilon: FGSM and PGD test accuracy at this L-inf radius every round (None: none).
+        pgd_steps: PGD iterations (step 2.5 eps / steps).
+        open_set_fraction: fraction of the pool made of out-of-distribution images (0: none).
+        open_set_source: where they come from: "photos" (crops of scikit-learn's sample photographs)
+            or a dataset name.
+        open_set_oracle: what the oracle answers for an OOD pick: "discard" (the DM2 paper: the label is
+            refused, the budget is still charged, the sample is never trained on) or "random-label".
+        imbalance_ratio: long-tailed pool with head/tail ratio (None: the pool as loaded).
     """
 
     dataset: str = "mnist"
@@ -57,8 +69,16 @@ class ExperimentConfig:
     data_root: str | None = None
     features_path: str | None = None
     device: str = "auto"
+    test_corruptions: tuple[str, ...] = ()
+    attack_epsilon: float | None = None
+    pgd_steps: int = 10
+    open_set_fraction: float = 0.0
+    open_set_source: str = "photos"
+    open_set_oracle: str = "discard"
+    imbalance_ratio: float | None = None
 
     def __post_init__(self) -> None:
+        check_robustness_fields(self)
         DATASETS.get(self.dataset)
         MODELS.get(self.model)
         resolve_method(self.method)
@@ -95,6 +115,7 @@ class ExperimentConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["seeds"] = list(self.seeds)
+        d["test_corruptions"] = list(self.test_corruptions)
         return d
 
     def replace(self, **changes: Any) -> ExperimentConfig:
