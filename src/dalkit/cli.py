@@ -45,8 +45,8 @@ _RUN_FLAGS = {  # flag dest -> config field
     "dataset": "dataset", "model": "model", "initial_size": "initial_size", "budget": "budget",
     "rounds": "rounds", "pool_size": "pool_size", "test_size": "test_size", "device": "device",
     "data_root": "data_root", "recipe": "recipe", "features": "features_path",
-    "model_dropout": "model_dropout", "attack_epsilon": "attack_epsilon", "pgd_steps": "pgd_steps",
-    "open_set_fraction": "open_set_fraction", "open_set_source": "open_set_source",
+    "model_dropout": "model_dropout", "subset": "subset", "attack_epsilon": "attack_epsilon",
+    "pgd_steps": "pgd_steps", "open_set_fraction": "open_set_fraction", "open_set_source": "open_set_source",
     "open_set_oracle": "open_set_oracle", "imbalance_ratio": "imbalance_ratio",
 }
 _TRAIN_FLAGS = ("epochs", "batch_size", "lr", "optimizer", "min_steps")
@@ -206,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--recipe", help="override the method's training recipe")
     r.add_argument("--option", action="append", metavar="KEY=VALUE", help="strategy option (repeatable)")
     r.add_argument("--recipe-option", action="append", metavar="KEY=VALUE", help="recipe option")
+    r.add_argument("--subset", type=lambda v: int(v) if v.strip().isdigit() else v, metavar="R",
+                   help="score a random R of the unlabeled pool each round ('full': all of it)")
     r.add_argument("--features", help=".npy features for strategies with an embedding source")
     r.add_argument("--device")
     r.add_argument("--test-corruptions", metavar="NAME:SEV,...",

@@ -50,6 +50,11 @@ class ExperimentConfig:
         open_set_oracle: what the oracle answers for an OOD pick: "discard" (the DM2 paper: the label is
             refused, the budget is still charged, the sample is never trained on) or "random-label".
         imbalance_ratio: long-tailed pool with head/tail ratio (None: the pool as loaded).
+        subset: R, score only a random R of the unlabeled pool each round (LPLgrad Table II; the DM2
+            baselines' 1,000 / 25,000), drawn from the seeded per-round generator and recorded in
+            ``rounds.jsonl``; strategies see only these candidates.  "full": the whole unlabeled pool;
+            None: the method's default (full for every method but ``uncertain-gcn``, 10,000).  When
+            fewer than R samples are left unlabeled, all of them are candidates.
     """
 
     dataset: str = "mnist"
@@ -76,6 +81,7 @@ class ExperimentConfig:
     open_set_source: str = "photos"
     open_set_oracle: str = "discard"
     imbalance_ratio: float | None = None
+    subset: int | str | None = None
 
     def __post_init__(self) -> None:
         check_robustness_fields(self)
@@ -111,6 +117,23 @@ class ExperimentConfig:
                 f"initial_size + rounds * budget = {self.initial_size + self.rounds * self.budget} "
                 f"exceeds pool_size {self.pool_size}"
             )
+
+        if self.subset is not None and self.subset != "full":
+            if isinstance(self.subset, bool) or not isinstance(self.subset, int) or self.subset <= 0:
+                raise ConfigError(f"subset must be a positive integer, 'full' or null, got {self.subset!r}")
+            if self.subset < self.budget:
+                raise ConfigError(f"subset {self.subset} is smaller than the budget {self.budget}; "
+                                  "the candidates must hold at least one round's budget")
+            if self.pool_size is not None and self.subset > self.pool_size:
+                raise ConfigError(f"subset {self.subset} exceeds pool_size {self.pool_size}; "
+                                  "lower subset or use subset: full")
+
+    @property
+    def candidate_subset(self) -> int | None:
+        """The effective R: this config's ``subset``, else the method's default (None = full)."""
+        if self.subset == "full":
+            return None
+        return self.subset if self.subset is not None else resolve_method(self.method).subset
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

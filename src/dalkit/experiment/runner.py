@@ -59,6 +59,24 @@ def initial_labeled(pool_size: int, initial_size: int, seed: int, ood_mask: Tens
     return perm[:initial_size].sort().values
 
 
+def draw_candidates(
+    pool_size: int, labeled: Tensor, subset: int | None, gen: torch.Generator
+) -> Tensor | None:
+    """The round's random candidate subset: ``subset`` unlabeled pool indices (sorted), or None for the
+    whole unlabeled pool (no subset, or no more than ``subset`` samples left unlabeled).
+
+    Its own generator (seed, round, 4), so a strategy's random choices are the same with or without it.
+    """
+    if subset is None:
+        return None
+    mask = torch.ones(pool_size, dtype=torch.bool)
+    mask[labeled] = False
+    unlabeled = mask.nonzero().squeeze(1)
+    if subset >= unlabeled.numel():
+        return None
+    return unlabeled[torch.randperm(unlabeled.numel(), generator=gen)[:subset]].sort().values
+
+
 @dataclass
 class Prepared:
     """Data and settings shared by every seed of an experiment."""
@@ -100,6 +118,10 @@ def prepare_data(config: ExperimentConfig, splits: DataSplits | None = None) -> 
             f"initial_size + rounds * budget = {needed} exceeds the pool of {len(pool)} samples; "
             "lower the budget or the number of rounds"
         )
+    subset = config.subset  # the user's R (a method preset's default larger than the pool means all)
+    if isinstance(subset, int) and subset > len(pool):
+        raise BudgetError(f"subset {subset} exceeds the pool of {len(pool)} samples; lower subset or use "
+                          "subset: full")
     features = None
     if config.features_path:
         try:
@@ -131,6 +153,9 @@ def _recipe_for(config: ExperimentConfig):
 
 def _strategy_for(config: ExperimentConfig):
     spec = resolve_method(config.method)
+    if "subset" in config.strategy_options:
+        raise ConfigError("subset is a runner-level option for every strategy: set the config field "
+                          "subset (CLI --subset), not a strategy option")
     return create_strategy(spec.strategy, **{**spec.strategy_options, **config.strategy_options})
 
 
@@ -204,8 +229,11 @@ def run_seed(
             view = (~(discard & _mask(len(pool), labeled))).nonzero().squeeze(1) if open_set else None
             images = pool.images[view] if view is not None else pool.images
             ctx_labeled = torch.searchsorted(view, train_idx) if view is not None else train_idx
+            candidates = draw_candidates(images.shape[0], ctx_labeled, config.candidate_subset,
+                                         generator(seed, r, 4))
             ctx = QueryContext(model, images, ctx_labeled, pool.labels[train_idx], pool.num_classes,
-                               generator(seed, r, 3), device, data.train_cfg.eval_batch_size, data.features)
+                               generator(seed, r, 3), device, data.train_cfg.eval_batch_size, data.features,
+                               candidates)
             t0 = time.perf_counter()
             sel = query(strategy, ctx, config.budget)
             query_s = time.perf_counter() - t0
@@ -221,6 +249,8 @@ def run_seed(
             "n_adversarial": int(adv_index.numel()), "test_acc": acc, "train_loss": stats["loss"],
             "train_s": round(train_s, 4), "query_s": round(query_s, 4), "selected": selected,
         }
+        if r < config.rounds and config.candidate_subset is not None:
+            record["n_candidates"] = ctx.n_unlabeled
         if robust:
             record.update(robust)
             record["robust_s"] = round(robust_s, 4)
@@ -268,12 +298,14 @@ def _jsonable(value: Any) -> Any:
 
 
 def resolved_options(config: ExperimentConfig) -> dict[str, Any]:
-    """The method's strategy and recipe with every option, defaults included (JSON-ready)."""
+    """The method's strategy and recipe with every option, defaults included, and the effective
+    candidate subset (JSON-ready)."""
     spec = resolve_method(config.method)
     strategy, recipe = _strategy_for(config), _recipe_for(config)
     return json.loads(json.dumps({
         "strategy": {"name": spec.strategy, **dataclasses.asdict(strategy)},
         "recipe": {"name": config.recipe or spec.recipe, **dataclasses.asdict(recipe)},
+        "subset": config.candidate_subset,
     }))
 
 
