@@ -51,6 +51,13 @@ def initial_labeled(pool_size: int, initial_size: int, seed: int) -> Tensor:
     return torch.randperm(pool_size, generator=generator(seed, 0, 7))[:initial_size].sort().values
 
 
+def unlabeled_mask(pool_size: int, labeled: Tensor) -> Tensor:
+    """bool [N]: True for pool samples not in ``labeled``."""
+    mask = torch.ones(pool_size, dtype=torch.bool)
+    mask[labeled] = False
+    return mask
+
+
 @dataclass
 class Prepared:
     """Data and settings shared by every seed of an experiment."""
@@ -160,11 +167,13 @@ def run_seed(
             paired[rows] = True
             train_adv = torch.zeros(len(labeled), *pool.image_shape)
             train_adv[rows] = adv_images
+        ratio = int(getattr(recipe, "unlabeled_ratio", 0))  # semi-supervised recipes: mu
         trainset = TrainSet(pool.images[labeled], pool.labels[labeled], train_adv,
-                            paired if train_adv is not None else None)
+                            paired if train_adv is not None else None,
+                            unlabeled=pool.images[unlabeled_mask(len(pool), labeled)] if ratio else None)
         t0 = time.perf_counter()
         stats = fit(model, trainset, recipe.step(), data.train_cfg, generator(seed, r, 2), device,
-                    progress=progress, desc=f"seed {seed} round {r}")
+                    progress=progress, desc=f"seed {seed} round {r}", unlabeled_ratio=ratio)
         train_s = time.perf_counter() - t0
         acc = accuracy(model, data.test.images, data.test.labels, data.train_cfg.eval_batch_size, device)
         selected: list[int] = []
