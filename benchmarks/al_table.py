@@ -2,7 +2,9 @@
 Markdown table (accuracy mean ± std per round, AUBC, query seconds per round) and a learning-curve PNG.
 
 Methods are given as ``LABEL=METHOD[:KEY=VALUE,...]``, e.g. ``dm2-pairs=dm2:mixing=pairs,alpha=1.0``;
-a bare ``METHOD`` is its own label.  Runs resume: re-running the same command skips finished rounds.
+a bare ``METHOD`` is its own label; ``subset=R`` is the runner's candidate subset (``full``: all),
+``recipe.KEY=VALUE`` a recipe option, anything else a strategy option.  Runs resume: re-running the
+same command skips finished rounds.
 
     python benchmarks/al_table.py --name mnist_dm2 --methods random entropy dm2 dm2-at
 """
@@ -54,12 +56,13 @@ def main() -> None:
     for spec in args.methods:
         label, method, options = parse_method(spec)
         recipe_opts = {k[len("recipe."):]: v for k, v in options.items() if k.startswith("recipe.")}
+        subset = options.pop("subset", None)
         strat_opts = {k: v for k, v in options.items() if not k.startswith("recipe.")}
         cfg = ExperimentConfig(
             dataset=args.dataset, model=args.model, method=method, initial_size=args.initial_size,
             budget=args.budget, rounds=args.rounds, seeds=tuple(int(s) for s in args.seeds.split(",")),
             pool_size=args.pool_size, test_size=args.test_size, train=train,
-            strategy_options=strat_opts, recipe_options=recipe_opts, device=args.device,
+            strategy_options=strat_opts, recipe_options=recipe_opts, device=args.device, subset=subset,
         )
         run_dir = Path("runs/bench") / args.name / label
         t0 = time.perf_counter()

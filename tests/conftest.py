@@ -97,11 +97,13 @@ def make_context(digits_model: DalkitModel, digits_pool: ImageDataset) -> Contex
         per_class: labeled samples per class (at least 1).
         extra_labeled: further random labeled samples.
         pool_size: use the first ``pool_size`` samples of the pool.
+        subset: a random ``subset`` of the unlabeled samples are the candidates (the runner's option).
         model, pool: override the model or the pool.
     """
 
     def build(seed: int = 0, per_class: int = 1, extra_labeled: int = 0, pool_size: int | None = None,
-              model: DalkitModel | None = None, pool: ImageDataset | None = None) -> QueryContext:
+              model: DalkitModel | None = None, pool: ImageDataset | None = None,
+              subset: int | None = None) -> QueryContext:
         pool = pool if pool is not None else digits_pool
         if pool_size is not None:
             pool = pool.subset(torch.arange(pool_size))
@@ -114,8 +116,15 @@ def make_context(digits_model: DalkitModel, digits_pool: ImageDataset) -> Contex
             pick = cand[order[:extra_labeled]]
             labeled = torch.cat([labeled, pick]).sort().values
         assert set(pool.labels[labeled].tolist()) == set(range(pool.num_classes))
+        candidates = None
+        if subset is not None:
+            unl = torch.ones(len(pool), dtype=torch.bool)
+            unl[labeled] = False
+            unl_idx = unl.nonzero().squeeze(1)
+            order = torch.randperm(len(unl_idx), generator=torch.Generator().manual_seed(7))
+            candidates = unl_idx[order[:subset]]
         return QueryContext(model if model is not None else digits_model, pool.images, labeled,
                             pool.labels[labeled], pool.num_classes, torch.Generator().manual_seed(seed),
-                            "cpu", 256)
+                            "cpu", 256, candidates=candidates)
 
     return build

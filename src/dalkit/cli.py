@@ -49,7 +49,9 @@ _RUN_FLAGS = {  # flag dest -> config field
     "dataset": "dataset", "model": "model", "initial_size": "initial_size", "budget": "budget",
     "rounds": "rounds", "pool_size": "pool_size", "test_size": "test_size", "device": "device",
     "data_root": "data_root", "recipe": "recipe", "features": "features_path",
-    "model_dropout": "model_dropout",
+    "model_dropout": "model_dropout", "subset": "subset", "attack_epsilon": "attack_epsilon",
+    "pgd_steps": "pgd_steps", "open_set_fraction": "open_set_fraction", "open_set_source": "open_set_source",
+    "open_set_oracle": "open_set_oracle", "imbalance_ratio": "imbalance_ratio",
 }
 _TRAIN_FLAGS = ("epochs", "batch_size", "lr", "optimizer", "min_steps")
 
@@ -70,6 +72,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if not all(methods):
             raise ConfigError(f"--method expects a name or a comma-separated list, got {short(args.method)}")
         values["method"] = methods if len(methods) != 1 else methods[0]
+    if args.test_corruptions:
+        values["test_corruptions"] = [c.strip() for c in args.test_corruptions.split(",") if c.strip()]
     if args.seeds is not None:
         try:
             values["seeds"] = [int(s) for s in args.seeds.split(",")]
@@ -216,8 +220,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--recipe", help="override the method's training recipe")
     r.add_argument("--option", action="append", metavar="KEY=VALUE", help="strategy option (repeatable)")
     r.add_argument("--recipe-option", action="append", metavar="KEY=VALUE", help="recipe option")
+    r.add_argument("--subset", type=lambda v: int(v) if v.strip().isdigit() else v, metavar="R",
+                   help="score a random R of the unlabeled pool each round ('full': all of it)")
     r.add_argument("--features", help=".npy features for strategies with an embedding source")
     r.add_argument("--device")
+    r.add_argument("--test-corruptions", metavar="NAME:SEV,...",
+                   help="corrupted test sets evaluated every round, e.g. fog:3,rotate:2 or all:3")
+    r.add_argument("--attack-epsilon", type=float, help="FGSM/PGD test accuracy at this L-inf radius")
+    r.add_argument("--pgd-steps", type=int)
+    r.add_argument("--open-set-fraction", type=float, help="fraction of OOD images in the pool")
+    r.add_argument("--open-set-source", help="'photos' (default) or a dataset name")
+    r.add_argument("--open-set-oracle", choices=["discard", "random-label"])
+    r.add_argument("--imbalance-ratio", type=float, help="long-tailed pool, head/tail ratio")
     r.add_argument("--data-root")
     r.add_argument("--out", help="run directory (one method) or parent directory (several)")
     r.add_argument("--quiet", action="store_true", help="no progress output")

@@ -182,23 +182,27 @@ def test_uncertainty_selection_takes_the_largest_deviations(make_context):
     assert sorted(sel.indices.tolist()) == sorted(ctx.unlabeled_idx[unc.topk(10).indices].tolist())
 
 
-@pytest.mark.parametrize("options", [{}, {"subset": 50}, {"selection": "uncertainty", "perturb": "all"}])
-def test_contract_budget_unique_unlabeled_deterministic(options, make_context):
-    a = query(create_strategy("noise-stability", k=3, **options), make_context(seed=9, extra_labeled=15), 25)
-    b = query(create_strategy("noise-stability", k=3, **options), make_context(seed=9, extra_labeled=15), 25)
-    ctx = make_context(seed=9, extra_labeled=15)
+@pytest.mark.parametrize("options, subset", [({}, None), ({}, 50),
+                                             ({"selection": "uncertainty", "perturb": "all"}, None)])
+def test_contract_budget_unique_unlabeled_deterministic(options, subset, make_context):
+    def make():
+        return make_context(seed=9, extra_labeled=15, subset=subset)
+
+    a = query(create_strategy("noise-stability", k=3, **options), make(), 25)
+    b = query(create_strategy("noise-stability", k=3, **options), make(), 25)
+    ctx = make()
     assert a.indices.tolist() == b.indices.tolist()
     assert a.indices.numel() == 25 and torch.unique(a.indices).numel() == 25
     assert not bool(ctx.labeled_mask[a.indices].any())
-    if "subset" in options:
-        assert a.info["scored"] == 50
+    assert bool(ctx.candidate_mask[a.indices].all())
+    assert a.info["scored"] == (subset or ctx.n_unlabeled)
 
 
 def test_one_labeled_per_class_and_budget_equal_to_the_pool(make_context):
     ctx = make_context(per_class=1)
     assert query(create_strategy("noise-stability", k=2), ctx, 30).indices.numel() == 30
     ctx = make_context(pool_size=60)
-    sel = query(create_strategy("noise-stability", k=2, subset=10), ctx, ctx.n_unlabeled)
+    sel = query(create_strategy("noise-stability", k=2), ctx, ctx.n_unlabeled)
     assert sorted(sel.indices.tolist()) == ctx.unlabeled_idx.tolist()
     # zero noise: every feature is 0, the k-center order is random but still a valid selection
     sel = query(create_strategy("noise-stability", k=2, xi=0.0), make_context(pool_size=60), 50)
@@ -209,7 +213,7 @@ def test_one_labeled_per_class_and_budget_equal_to_the_pool(make_context):
     ({"k": 0}, "k"), ({"k": 2.5}, "k"), ({"xi": -1e-3}, "xi"), ({"xi": float("nan")}, "xi"),
     ({"output": "features"}, "output"), ({"perturb": "bias"}, "perturb"),
     ({"selection": "kmeans"}, "selection"),
-    ({"subset": 0}, "subset"), ({"batch_size": 0}, "batch_size"),
+    ({"subset": 10}, "subset"), ({"batch_size": 0}, "batch_size"),
 ])
 def test_bad_options_raise_config_errors_naming_the_field(options, field):
     with pytest.raises(ConfigError, match=field):

@@ -141,21 +141,25 @@ def test_strategy_selects_the_unlabeled_nodes_closest_to_the_margin(make_context
         return hand_set
 
     monkeypatch.setattr(mod, "train_gcn", fake_train)
-    sel = query(create_strategy("uncertain-gcn", subset=None, s_margin=0.25), ctx, 5)
+    sel = query(create_strategy("uncertain-gcn", s_margin=0.25), ctx, 5)
     expected = (hand_set[:n_unl] - 0.25).abs().argsort()[:5]
     assert sel.indices.tolist() == ctx.unlabeled_idx[expected].tolist()
     assert torch.allclose(sel.scores, -(hand_set[expected] - 0.25).abs())
 
 
-@pytest.mark.parametrize("options", [{"epochs": 30}, {"epochs": 30, "subset": 60, "normalization": "column"}])
-def test_contract_budget_unique_unlabeled_deterministic(options, make_context):
-    a = query(create_strategy("uncertain-gcn", **options), make_context(seed=3, extra_labeled=15), 40)
-    b = query(create_strategy("uncertain-gcn", **options), make_context(seed=3, extra_labeled=15), 40)
-    ctx = make_context(seed=3, extra_labeled=15)
+@pytest.mark.parametrize("options, subset",
+                         [({"epochs": 30}, None), ({"epochs": 30, "normalization": "column"}, 60)])
+def test_contract_budget_unique_unlabeled_deterministic(options, subset, make_context):
+    def make():
+        return make_context(seed=3, extra_labeled=15, subset=subset)
+
+    a = query(create_strategy("uncertain-gcn", **options), make(), 40)
+    b = query(create_strategy("uncertain-gcn", **options), make(), 40)
+    ctx = make()
     assert a.indices.tolist() == b.indices.tolist()
     assert a.indices.numel() == 40 and torch.unique(a.indices).numel() == 40
-    assert not bool(ctx.labeled_mask[a.indices].any())
-    expected_nodes = (60 if "subset" in options else ctx.n_unlabeled) + ctx.labeled_idx.numel()
+    assert not bool(ctx.labeled_mask[a.indices].any()) and bool(ctx.candidate_mask[a.indices].all())
+    expected_nodes = (subset or ctx.n_unlabeled) + ctx.labeled_idx.numel()
     assert a.info["graph_nodes"] == expected_nodes
 
 
@@ -167,13 +171,14 @@ def test_one_labeled_per_class_budget_equal_to_the_pool_and_small_subsets(make_c
     ctx = make_context(pool_size=80)
     sel = query(create_strategy("uncertain-gcn", epochs=20), ctx, ctx.n_unlabeled)
     assert sorted(sel.indices.tolist()) == ctx.unlabeled_idx.tolist()
-    # a subset smaller than the budget grows to the budget
-    sel = query(create_strategy("uncertain-gcn", epochs=20, subset=5), make_context(pool_size=80), 30)
-    assert torch.unique(sel.indices).numel() == 30 and sel.info["graph_nodes"] == 30 + 10
+    # a candidate subset of exactly the budget: all of it is selected
+    ctx = make_context(pool_size=80, subset=30)
+    sel = query(create_strategy("uncertain-gcn", epochs=20), ctx, 30)
+    assert sorted(sel.indices.tolist()) == ctx.unlabeled_idx.tolist() and sel.info["graph_nodes"] == 30 + 10
 
 
 @pytest.mark.parametrize("options, field", [
-    ({"subset": 0}, "subset"), ({"hidden": 0}, "hidden"), ({"epochs": 1.5}, "epochs"),
+    ({"subset": 10}, "subset"), ({"hidden": 0}, "hidden"), ({"epochs": 1.5}, "epochs"),
     ({"dropout": 1.0}, "dropout"), ({"lr": 0.0}, "lr"), ({"weight_decay": -1.0}, "weight_decay"),
     ({"lam": -0.1}, "lam"), ({"s_margin": 1.5}, "s_margin"), ({"normalization": "sym"}, "normalization"),
 ])

@@ -14,6 +14,7 @@ from dalkit.checks import check_field_types, count_values, short
 from dalkit.data import DATASETS
 from dalkit.errors import ConfigError
 from dalkit.experiment.methods import resolve_method
+from dalkit.experiment.robustness import check_robustness_fields
 from dalkit.models import MODELS
 from dalkit.training.config import TrainConfig
 
@@ -39,6 +40,22 @@ class ExperimentConfig:
         data_root: where dataset files live (None: $DALKIT_DATA or ./data).
         features_path: .npy of per-pool-sample features for strategies with an embedding source.
         device: "cpu", "cuda" or "auto".
+        test_corruptions: corrupted copies of the test split evaluated every round, as
+            ``"name:severity"`` strings, ``{name, severity}`` mappings, ``"all:3"`` or ``"all"``
+            (:func:`dalkit.data.corruptions.parse_corruptions`); () = none.
+        attack_epsilon: FGSM and PGD test accuracy at this L-inf radius every round (None: none).
+        pgd_steps: PGD iterations (step 2.5 eps / steps).
+        open_set_fraction: fraction of the pool made of out-of-distribution images (0: none).
+        open_set_source: where they come from: "photos" (crops of scikit-learn's sample photographs)
+            or a dataset name.
+        open_set_oracle: what the oracle answers for an OOD pick: "discard" (the DM2 paper: the label is
+            refused, the budget is still charged, the sample is never trained on) or "random-label".
+        imbalance_ratio: long-tailed pool with head/tail ratio (None: the pool as loaded).
+        subset: R, score only a random R of the unlabeled pool each round (LPLgrad Table II; the DM2
+            baselines' 1,000 / 25,000), drawn from the seeded per-round generator and recorded in
+            ``rounds.jsonl``; strategies see only these candidates.  "full": the whole unlabeled pool;
+            None: the method's default (full for every method but ``uncertain-gcn``, 10,000).  When
+            fewer than R samples are left unlabeled, all of them are candidates.
     """
 
     dataset: str = "mnist"
@@ -58,8 +75,17 @@ class ExperimentConfig:
     data_root: str | None = None
     features_path: str | None = None
     device: str = "auto"
+    test_corruptions: tuple[str, ...] = ()
+    attack_epsilon: float | None = None
+    pgd_steps: int = 10
+    open_set_fraction: float = 0.0
+    open_set_source: str = "photos"
+    open_set_oracle: str = "discard"
+    imbalance_ratio: float | None = None
+    subset: int | str | None = None
 
     def __post_init__(self) -> None:
+        check_robustness_fields(self)
         DATASETS.get(self.dataset)
         MODELS.get(self.model)
         resolve_method(self.method)
@@ -95,9 +121,27 @@ class ExperimentConfig:
                 f"exceeds pool_size {self.pool_size}"
             )
 
+        if self.subset is not None and self.subset != "full":
+            if isinstance(self.subset, bool) or not isinstance(self.subset, int) or self.subset <= 0:
+                raise ConfigError(f"subset must be a positive integer, 'full' or null, got {self.subset!r}")
+            if self.subset < self.budget:
+                raise ConfigError(f"subset {self.subset} is smaller than the budget {self.budget}; "
+                                  "the candidates must hold at least one round's budget")
+            if self.pool_size is not None and self.subset > self.pool_size:
+                raise ConfigError(f"subset {self.subset} exceeds pool_size {self.pool_size}; "
+                                  "lower subset or use subset: full")
+
+    @property
+    def candidate_subset(self) -> int | None:
+        """The effective R: this config's ``subset``, else the method's default (None = full)."""
+        if self.subset == "full":
+            return None
+        return self.subset if self.subset is not None else resolve_method(self.method).subset
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["seeds"] = list(self.seeds)
+        d["test_corruptions"] = list(self.test_corruptions)
         return d
 
     def replace(self, **changes: Any) -> ExperimentConfig:

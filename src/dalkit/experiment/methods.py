@@ -13,18 +13,25 @@ from dalkit.strategies import STRATEGIES
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """strategy + recipe, with default options for each."""
+    """strategy + recipe, with default options for each.
+
+    ``subset``: the runner-level random candidate subset the method uses unless the experiment sets
+    one (None: the whole unlabeled pool).
+    """
 
     strategy: str
     recipe: str = "supervised"
     strategy_options: dict[str, Any] = field(default_factory=dict)
     recipe_options: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    subset: int | None = None
 
 
 METHODS: dict[str, MethodSpec] = {
     "dm2-at": MethodSpec("dm2", "adversarial",
                          description="DM2 selection + FGSM adversarial-pair training (DM2 paper, Alg. 2)"),
+    "uncertain-gcn": MethodSpec("uncertain-gcn", subset=10000,
+                                description="UncertainGCN on 10,000 random unlabeled nodes (its reference)"),
 }
 
 

@@ -20,11 +20,13 @@ from dalkit.data import DATASETS, DataSplits, ImageDataset, channel_stats, load_
 from dalkit.errors import BudgetError, ConfigError, DatasetFormatError
 from dalkit.experiment.config import ExperimentConfig
 from dalkit.experiment.methods import resolve_method
+from dalkit.experiment.robustness import corrupted_test_sets, perturb_pool
 from dalkit.experiment.rundir import RunDirectory, check_replay
 from dalkit.files import atomic_write_text
 from dalkit.models import create_model
 from dalkit.strategies import QueryContext, create_strategy, query
 from dalkit.training import TrainConfig, TrainSet, accuracy, create_recipe, fit
+from dalkit.training.robust import robust_metrics
 
 log = logging.getLogger("dalkit")
 
@@ -48,9 +50,38 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def initial_labeled(pool_size: int, initial_size: int, seed: int) -> Tensor:
-    """The round-0 labeled set: ``initial_size`` random pool indices, a function of the seed only."""
-    return torch.randperm(pool_size, generator=generator(seed, 0, 7))[:initial_size].sort().values
+def initial_labeled(pool_size: int, initial_size: int, seed: int, ood_mask: Tensor | None = None) -> Tensor:
+    """The round-0 labeled set: ``initial_size`` random pool indices, a function of the seed only.
+
+    With an open-set pool the seed set is drawn from the in-distribution images (a seed set is labeled
+    data; an OOD seed would only be discarded)."""
+    perm = torch.randperm(pool_size, generator=generator(seed, 0, 7))
+    if ood_mask is not None and bool(ood_mask.any()):
+        perm = perm[~ood_mask[perm]]
+    return perm[:initial_size].sort().values
+
+
+def draw_candidates(
+    pool_size: int, labeled: Tensor, subset: int | None, gen: torch.Generator
+) -> Tensor | None:
+    """The round's random candidate subset: ``subset`` unlabeled pool indices (sorted), or None for the
+    whole unlabeled pool (no subset, or no more than ``subset`` samples left unlabeled).
+
+    Its own generator (seed, round, 4), so a strategy's random choices are the same with or without it.
+    """
+    if subset is None:
+        return None
+    unlabeled = unlabeled_mask(pool_size, labeled).nonzero().squeeze(1)
+    if subset >= unlabeled.numel():
+        return None
+    return unlabeled[torch.randperm(unlabeled.numel(), generator=gen)[:subset]].sort().values
+
+
+def unlabeled_mask(pool_size: int, labeled: Tensor) -> Tensor:
+    """bool [N]: True for pool samples not in ``labeled``."""
+    mask = torch.ones(pool_size, dtype=torch.bool)
+    mask[labeled] = False
+    return mask
 
 
 @dataclass
@@ -63,6 +94,8 @@ class Prepared:
     features: Tensor | None
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    ood_mask: Tensor | None = None  # bool [N_pool]: out-of-distribution pool images
+    corrupted: dict[str, Tensor] = dataclasses.field(default_factory=dict)  # "name:sev" -> test images
 
 
 def prepare_data(config: ExperimentConfig, splits: DataSplits | None = None) -> Prepared:
@@ -83,12 +116,23 @@ def prepare_data(config: ExperimentConfig, splits: DataSplits | None = None) -> 
         pool = pool.subset(torch.randperm(len(pool), generator=g)[: config.pool_size].sort().values)
     if config.test_size is not None and config.test_size < len(test):
         test = test.subset(torch.randperm(len(test), generator=g)[: config.test_size].sort().values)
+    if config.features_path and (config.open_set_fraction > 0 or config.imbalance_ratio not in (None, 1)):
+        raise ConfigError("features_path cannot be combined with open_set_fraction or imbalance_ratio "
+                          "(the features would no longer line up with the pool)")
+    pool, ood_mask = perturb_pool(config, pool)
     needed = config.initial_size + config.rounds * config.budget
+    if config.initial_size > int((~ood_mask).sum()):
+        raise BudgetError(f"initial_size {config.initial_size} exceeds the {int((~ood_mask).sum())} "
+                          "in-distribution pool samples")
     if needed > len(pool):
         raise BudgetError(
             f"initial_size + rounds * budget = {needed} exceeds the pool of {len(pool)} samples; "
             "lower the budget or the number of rounds"
         )
+    subset = config.subset  # the user's R (a method preset's default larger than the pool means all)
+    if isinstance(subset, int) and subset > len(pool):
+        raise BudgetError(f"subset {subset} exceeds the pool of {len(pool)} samples; lower subset or use "
+                          "subset: full")
     features = None
     if config.features_path:
         features = load_features(config.features_path, len(splits.train))
@@ -96,8 +140,9 @@ def prepare_data(config: ExperimentConfig, splits: DataSplits | None = None) -> 
             g2 = torch.Generator().manual_seed(_POOL_SEED)
             keep = torch.randperm(len(splits.train), generator=g2)[: config.pool_size].sort().values
             features = features[keep]
-    mean, std = channel_stats(pool.images[: min(len(pool), 10000)])
-    return Prepared(pool, test, config.train or TrainConfig.for_family(spec.family), features, mean, std)
+    mean, std = channel_stats(pool.images[~ood_mask][: min(len(pool), 10000)])
+    return Prepared(pool, test, config.train or TrainConfig.for_family(spec.family), features, mean, std,
+                    ood_mask, corrupted_test_sets(config, test))
 
 
 def load_features(path: str | Path, n_rows: int) -> Tensor:
@@ -135,6 +180,9 @@ def _recipe_for(config: ExperimentConfig):
 
 def _strategy_for(config: ExperimentConfig):
     spec = resolve_method(config.method)
+    if "subset" in config.strategy_options:
+        raise ConfigError("subset is a runner-level option for every strategy: set the config field "
+                          "subset (CLI --subset), not a strategy option")
     return create_strategy(spec.strategy, **{**spec.strategy_options, **config.strategy_options})
 
 
@@ -156,7 +204,11 @@ def run_seed(
     strategy = _strategy_for(config)
     recipe = _recipe_for(config)
     pool = data.pool
-    labeled = initial_labeled(len(pool), config.initial_size, seed)
+    ood = data.ood_mask if data.ood_mask is not None else torch.zeros(len(pool), dtype=torch.bool)
+    open_set = bool(ood.any())
+    # the oracle refuses OOD picks: they stay "labeled" (budget charged, never re-queried) but never train
+    discard = ood if config.open_set_oracle == "discard" else torch.zeros_like(ood)
+    labeled = initial_labeled(len(pool), config.initial_size, seed, ood)
     state = rundir.load_state(seed) if rundir is not None else {}
     adv_images = torch.empty(0, *pool.image_shape)  # counterparts, aligned with adv_index
     adv_index = torch.empty(0, dtype=torch.long)
@@ -166,47 +218,77 @@ def run_seed(
         labeled = torch.cat([labeled, sel])
         key = f"adv_round{rec['round']}"
         if key in state:
-            adv_index = torch.cat([adv_index, sel])
+            adv_index = torch.cat([adv_index, sel[~discard[sel]]])
             adv_images = torch.cat([adv_images, state[key]])
         records.append(rec)
     start_round = len(records)
     for r in range(start_round, config.rounds + 1):
+        train_idx = labeled[~discard[labeled]]
         torch.manual_seed(derive_seed(seed, r, 1))  # model init + dropout in training
         model = create_model(config.model, pool.image_shape[0], pool.num_classes, data.mean, data.std,
                              config.model_dropout, image_size=pool.image_shape[-1]).to(device)
-        paired = torch.zeros(len(labeled), dtype=torch.bool)
+        paired = torch.zeros(len(train_idx), dtype=torch.bool)
         train_adv = None
         if adv_index.numel():
-            pos = {int(i): k for k, i in enumerate(labeled.tolist())}
+            pos = {int(i): k for k, i in enumerate(train_idx.tolist())}
             rows = torch.tensor([pos[int(i)] for i in adv_index.tolist()], dtype=torch.long)
             paired[rows] = True
-            train_adv = torch.zeros(len(labeled), *pool.image_shape)
+            train_adv = torch.zeros(len(train_idx), *pool.image_shape)
             train_adv[rows] = adv_images
-        trainset = TrainSet(pool.images[labeled], pool.labels[labeled], train_adv,
-                            paired if train_adv is not None else None)
+        ratio = int(getattr(recipe, "unlabeled_ratio", 0))  # semi-supervised recipes: mu
+        trainset = TrainSet(pool.images[train_idx], pool.labels[train_idx], train_adv,
+                            paired if train_adv is not None else None,
+                            unlabeled=pool.images[unlabeled_mask(len(pool), labeled)] if ratio else None)
         t0 = time.perf_counter()
         stats = fit(model, trainset, recipe.step(), data.train_cfg, generator(seed, r, 2), device,
-                    progress=progress, desc=f"seed {seed} round {r}")
+                    progress=progress, desc=f"seed {seed} round {r}", unlabeled_ratio=ratio)
         train_s = time.perf_counter() - t0
         acc = accuracy(model, data.test.images, data.test.labels, data.train_cfg.eval_batch_size, device)
+        t0 = time.perf_counter()
+        robust = robust_metrics(model, data.test.labels, data.corrupted, data.test.images,
+                                config.attack_epsilon, config.pgd_steps, data.train_cfg.eval_batch_size,
+                                device)
+        robust_s = time.perf_counter() - t0
         selected: list[int] = []
         query_s = 0.0
         new_adv = None
+        info: dict[str, Any] = {}
         if r < config.rounds:
-            ctx = QueryContext(model, pool.images, labeled, pool.labels[labeled], pool.num_classes,
-                               generator(seed, r, 3), device, data.train_cfg.eval_batch_size, data.features)
+            # discarded OOD picks leave the queryable pool; the strategy sees the trained labels only
+            view = (~(discard & _mask(len(pool), labeled))).nonzero().squeeze(1) if open_set else None
+            images = pool.images[view] if view is not None else pool.images
+            ctx_labeled = torch.searchsorted(view, train_idx) if view is not None else train_idx
+            candidates = draw_candidates(images.shape[0], ctx_labeled, config.candidate_subset,
+                                         generator(seed, r, 4))
+            ctx = QueryContext(model, images, ctx_labeled, pool.labels[train_idx], pool.num_classes,
+                               generator(seed, r, 3), device, data.train_cfg.eval_batch_size, data.features,
+                               candidates)
             t0 = time.perf_counter()
             sel = query(strategy, ctx, config.budget)
             query_s = time.perf_counter() - t0
-            new = sel.indices.sort().values
+            new = (view[sel.indices] if view is not None else sel.indices).sort().values
             selected = new.tolist()
-            x_new = to_float(pool.images[new], device)
-            new_adv = recipe.counterparts(model, x_new, pool.labels[new].to(device))
+            info = _jsonable(sel.info)
+            kept = new[~discard[new]]
+            if kept.numel():
+                x_new = to_float(pool.images[kept], device)
+                new_adv = recipe.counterparts(model, x_new, pool.labels[kept].to(device))
         record = {
             "seed": seed, "round": r, "n_labeled": int(len(labeled)),
             "n_adversarial": int(adv_index.numel()), "test_acc": acc, "train_loss": stats["loss"],
             "train_s": round(train_s, 4), "query_s": round(query_s, 4), "selected": selected,
         }
+        if r < config.rounds and config.candidate_subset is not None:
+            record["n_candidates"] = ctx.n_unlabeled
+        if robust:
+            record.update(robust)
+            record["robust_s"] = round(robust_s, 4)
+        if open_set:
+            record["n_trained"] = int(len(train_idx))
+            record["n_ood_labeled"] = int(ood[labeled].sum())
+            record["n_ood_selected"] = int(ood[torch.tensor(selected, dtype=torch.long)].sum())
+        if info:
+            record["info"] = info
         if new_adv is not None:
             state[f"adv_round{r}"] = new_adv.cpu()
             if rundir is not None:
@@ -220,18 +302,39 @@ def run_seed(
             sel_t = torch.tensor(selected, dtype=torch.long)
             labeled = torch.cat([labeled, sel_t])
             if new_adv is not None:
-                adv_index = torch.cat([adv_index, sel_t])
+                adv_index = torch.cat([adv_index, sel_t[~discard[sel_t]]])
                 adv_images = torch.cat([adv_images, new_adv.cpu()])
     return records
 
 
+def _mask(n: int, idx: Tensor) -> Tensor:
+    m = torch.zeros(n, dtype=torch.bool)
+    m[idx] = True
+    return m
+
+
+def _jsonable(value: Any) -> Any:
+    """Selection.info made JSON-ready (tensors to lists or floats)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Tensor):
+        return value.item() if value.numel() == 1 else value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
 def resolved_options(config: ExperimentConfig) -> dict[str, Any]:
-    """The method's strategy and recipe with every option, defaults included (JSON-ready)."""
+    """The method's strategy and recipe with every option, defaults included, and the effective
+    candidate subset (JSON-ready)."""
     spec = resolve_method(config.method)
     strategy, recipe = _strategy_for(config), _recipe_for(config)
     return json.loads(json.dumps({
         "strategy": {"name": spec.strategy, **dataclasses.asdict(strategy)},
         "recipe": {"name": config.recipe or spec.recipe, **dataclasses.asdict(recipe)},
+        "subset": config.candidate_subset,
     }))
 
 

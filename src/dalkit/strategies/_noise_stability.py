@@ -195,8 +195,6 @@ class NoiseStability:
         normalize: divide the deviations by the norm of the clean output (the reference).
         selection: "kcenter" (greedy k-center from the origin over the deviation features, the
             reference) or "uncertainty" (top deviation norms, no diversity; an ablation).
-        subset: score only a random subset of this many unlabeled samples (at least ``budget``); None =
-            the whole unlabeled pool.  Cost is (k + 1) forward passes over it.
         batch_size: inference batch size; None = the context's.
     """
 
@@ -206,7 +204,6 @@ class NoiseStability:
     perturb: str = "weights"
     normalize: bool = True
     selection: str = "kcenter"
-    subset: int | None = None
     batch_size: int | None = None
 
     def __post_init__(self) -> None:
@@ -223,20 +220,9 @@ class NoiseStability:
         if self.selection not in SELECTIONS:
             raise ConfigError(f"noise-stability selection must be one of {SELECTIONS}, "
                               f"got {self.selection!r}")
-        if self.subset is not None and (not isinstance(self.subset, int) or self.subset < 1):
-            raise ConfigError(f"noise-stability subset must be a positive integer or None, "
-                              f"got {self.subset!r}")
         if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
             raise ConfigError(f"noise-stability batch_size must be a positive integer or None, "
                               f"got {self.batch_size!r}")
-
-    def candidates(self, ctx: QueryContext, budget: int) -> Tensor:
-        """Positions into ``ctx.unlabeled_idx`` that are scored: all, or a random ``subset``."""
-        n = ctx.n_unlabeled
-        if self.subset is None or self.subset >= n:
-            return torch.arange(n)
-        size = max(self.subset, budget)
-        return torch.randperm(n, generator=ctx.generator)[:size].sort().values
 
     def features(self, ctx: QueryContext, positions: Tensor) -> Tensor:
         """Deviation features [len(positions), K, C] of the unlabeled samples at ``positions``."""
@@ -247,7 +233,7 @@ class NoiseStability:
         )
 
     def select(self, ctx: QueryContext, budget: int) -> Selection:
-        positions = self.candidates(ctx, budget)
+        positions = torch.arange(ctx.n_unlabeled)  # a random subset comes from the runner (``subset``)
         feats = self.features(ctx, positions)  # [M, K, C]
         uncertainty = deviation_uncertainty(feats)  # [M]
         if self.selection == "kcenter":

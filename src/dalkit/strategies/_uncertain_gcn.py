@@ -7,7 +7,8 @@ github.com/razvancaramalau/Sequential-GCN-for-Active-Learning (read to confirm t
 One round, as the paper (Sec. 3, the sampler) and its reference code do it; the comments below cite
 these steps, since the equation numbering was not checked against the published PDF:
 
-1. Nodes: the learner's embeddings of a random subset of the unlabeled pool (``SUBSET = 10000``) and of
+1. Nodes: the learner's embeddings of a random subset of the unlabeled pool (``SUBSET = 10000``;
+   here the runner's ``subset``, which the ``uncertain-gcn`` method preset sets to 10,000) and of
    every labeled sample, each row L2-normalised: v_i = e_i / ||e_i||.
 2. Edges: S = V V^T (cosine similarities), A = D^{-1} (S - I) + I with D the degree matrix of S - I
    (the paper's graph): self-loops removed, each node's neighbourhood normalised by its degree, then the
@@ -39,7 +40,6 @@ from torch import Tensor
 
 from dalkit.errors import ConfigError
 from dalkit.strategies.base import QueryContext, Selection, register_strategy, top_k
-from dalkit.training.evaluate import predict
 
 NORMALIZATIONS = ("row", "column")
 
@@ -225,8 +225,9 @@ class UncertainGCN:
     (UncertainGCN; steps 1-4 of the module docstring).
 
     Options:
-        subset: unlabeled nodes in the graph, drawn at random (reference: 10,000), at least ``budget``;
-            None = the whole unlabeled pool.  Memory O((subset + L) * D): the adjacency stays low-rank.
+        (The reference builds its graph on a random 10,000 unlabeled samples: the ``uncertain-gcn``
+        method preset sets the runner's ``subset`` to 10,000.  Memory O((U + L) * D): the adjacency
+        stays low-rank.)
         hidden: GCN hidden units (128).
         dropout: GCN dropout (0.3).
         lr, weight_decay: Adam (1e-3, 5e-4).
@@ -237,7 +238,6 @@ class UncertainGCN:
             the reference code).
     """
 
-    subset: int | None = 10000
     hidden: int = 128
     dropout: float = 0.3
     lr: float = 1e-3
@@ -248,14 +248,10 @@ class UncertainGCN:
     normalization: str = "row"
 
     def __post_init__(self) -> None:
-        def positive_int(name: str, value: object, allow_none: bool = False) -> None:
-            if allow_none and value is None:
-                return
+        def positive_int(name: str, value: object) -> None:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                extra = " or None" if allow_none else ""
-                raise ConfigError(f"uncertain-gcn {name} must be a positive integer{extra}, got {value!r}")
+                raise ConfigError(f"uncertain-gcn {name} must be a positive integer, got {value!r}")
 
-        positive_int("subset", self.subset, allow_none=True)
         positive_int("hidden", self.hidden)
         positive_int("epochs", self.epochs)
         if not 0.0 <= self.dropout < 1.0:
@@ -274,16 +270,8 @@ class UncertainGCN:
     def graph_nodes(self, ctx: QueryContext, budget: int) -> tuple[Tensor, Tensor]:
         """(positions into ``ctx.unlabeled_idx`` of the unlabeled nodes, node embeddings
         [U_sub + L, D] with the unlabeled nodes first)."""
-        n = ctx.n_unlabeled
-        if self.subset is None or self.subset >= n:
-            positions = torch.arange(n)
-            unl_emb = ctx.embeddings("unlabeled")
-        else:
-            size = max(self.subset, budget)
-            positions = torch.randperm(n, generator=ctx.generator)[:size].sort().values
-            # only the subset's forward pass (the full pool's embeddings are not needed)
-            _, unl_emb = predict(ctx.model, ctx.pool_images[ctx.unlabeled_idx[positions]], ctx.batch_size,
-                                 ctx.device, with_embeddings=True)
+        positions = torch.arange(ctx.n_unlabeled)  # the runner's ``subset`` narrows the candidates
+        unl_emb = ctx.embeddings("unlabeled")
         lab_emb = ctx.embeddings("labeled") if ctx.labeled_idx.numel() else unl_emb[:0]
         return positions, torch.cat([unl_emb, lab_emb]).float()
 

@@ -82,6 +82,12 @@ class QueryContext:
         batch_size: inference batch size.
         features: optional user-supplied features [N, D] for the whole pool (e.g. self-supervised
             embeddings for ProbCover), returned by :meth:`embeddings` when ``source="features"``.
+        candidates: pool indices the strategy may choose from (a random subset of the unlabeled pool,
+            drawn by the runner; LPLgrad Table II); None = every unlabeled sample.  Strategies see
+            only these as ``unlabeled_idx``; the labeled set is unchanged.
+
+    Raises:
+        ConfigError: a candidate is labeled, repeated or outside the pool.
     """
 
     def __init__(
@@ -95,6 +101,7 @@ class QueryContext:
         device: torch.device | str = "cpu",
         batch_size: int = 1024,
         features: Tensor | None = None,
+        candidates: Tensor | None = None,
     ) -> None:
         n = pool_images.shape[0]
         labeled_idx = torch.as_tensor(labeled_idx, dtype=torch.long)
@@ -107,7 +114,18 @@ class QueryContext:
         # keep labels aligned with the sorted labeled_idx
         order = torch.argsort(labeled_idx)
         self.labeled_labels = torch.as_tensor(labeled_labels, dtype=torch.long)[order]
-        self.unlabeled_idx = (~mask).nonzero().squeeze(1)
+        if candidates is None:
+            self.unlabeled_idx = (~mask).nonzero().squeeze(1)
+        else:
+            cand = torch.as_tensor(candidates, dtype=torch.long).reshape(-1)
+            if cand.numel() and (int(cand.min()) < 0 or int(cand.max()) >= n):
+                raise ConfigError(f"candidate indices must lie in [0, {n}), the pool")
+            if torch.unique(cand).numel() != cand.numel() or bool(mask[cand].any()):
+                raise ConfigError("candidates must be distinct unlabeled pool indices")
+            self.unlabeled_idx = cand.sort().values
+        # True for the pool indices a strategy may select (the unlabeled candidates)
+        self.candidate_mask = torch.zeros(n, dtype=torch.bool)
+        self.candidate_mask[self.unlabeled_idx] = True
         self.num_classes = num_classes
         self.generator = generator
         self.device = torch.device(device)
@@ -122,6 +140,7 @@ class QueryContext:
 
     @property
     def n_unlabeled(self) -> int:
+        """Unlabeled samples a strategy may choose from (the candidates when a subset is drawn)."""
         return int(self.unlabeled_idx.numel())
 
     def cached(self, key: Any, compute: Callable[[], Any]) -> Any:
@@ -216,6 +235,8 @@ def query(strategy: Strategy, ctx: QueryContext, budget: int) -> Selection:
                            f"({torch.unique(idx).numel()} unique) for budget {budget}")
     if bool(ctx.labeled_mask[idx].any()):
         raise RuntimeError(f"{type(strategy).__name__} selected already-labeled samples")
+    if not bool(ctx.candidate_mask[idx].all()):
+        raise RuntimeError(f"{type(strategy).__name__} selected samples outside the candidate subset")
     return sel
 
 
