@@ -15,12 +15,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dalkit.checks import short
 from dalkit.data import DATASETS, DataSplits, ImageDataset, channel_stats, load_dataset, to_float
 from dalkit.errors import BudgetError, ConfigError, DatasetFormatError
 from dalkit.experiment.config import ExperimentConfig
 from dalkit.experiment.methods import resolve_method
 from dalkit.experiment.robustness import corrupted_test_sets, perturb_pool
-from dalkit.experiment.rundir import RunDirectory, atomic_write_text
+from dalkit.experiment.rundir import RunDirectory, check_replay
+from dalkit.files import atomic_write_text
 from dalkit.models import create_model
 from dalkit.strategies import QueryContext, create_strategy, query
 from dalkit.training import TrainConfig, TrainSet, accuracy, create_recipe, fit
@@ -69,12 +71,17 @@ def draw_candidates(
     """
     if subset is None:
         return None
-    mask = torch.ones(pool_size, dtype=torch.bool)
-    mask[labeled] = False
-    unlabeled = mask.nonzero().squeeze(1)
+    unlabeled = unlabeled_mask(pool_size, labeled).nonzero().squeeze(1)
     if subset >= unlabeled.numel():
         return None
     return unlabeled[torch.randperm(unlabeled.numel(), generator=gen)[:subset]].sort().values
+
+
+def unlabeled_mask(pool_size: int, labeled: Tensor) -> Tensor:
+    """bool [N]: True for pool samples not in ``labeled``."""
+    mask = torch.ones(pool_size, dtype=torch.bool)
+    mask[labeled] = False
+    return mask
 
 
 @dataclass
@@ -100,6 +107,10 @@ def prepare_data(config: ExperimentConfig, splits: DataSplits | None = None) -> 
     spec = DATASETS.get(config.dataset)
     splits = splits or load_dataset(config.dataset, config.data_root)
     pool, test = splits.train, splits.test
+    for name, size, split in (("pool_size", config.pool_size, pool), ("test_size", config.test_size, test)):
+        if size is not None and size > len(split):
+            raise ConfigError(f"{name} {size} is larger than the {config.dataset} split of {len(split)} "
+                              f"samples; use at most {len(split)} (or null for all of it)")
     g = torch.Generator().manual_seed(_POOL_SEED)
     if config.pool_size is not None and config.pool_size < len(pool):
         pool = pool.subset(torch.randperm(len(pool), generator=g)[: config.pool_size].sort().values)
@@ -124,15 +135,7 @@ def prepare_data(config: ExperimentConfig, splits: DataSplits | None = None) -> 
                           "subset: full")
     features = None
     if config.features_path:
-        try:
-            arr = np.load(config.features_path)
-        except (OSError, ValueError) as exc:
-            raise DatasetFormatError(f"cannot read features {config.features_path}: {exc}") from None
-        if arr.ndim != 2 or arr.shape[0] != len(splits.train):
-            raise DatasetFormatError(f"features {config.features_path} must be [N_train, D], got {arr.shape}")
-        if not np.isfinite(arr).all():
-            raise DatasetFormatError(f"features {config.features_path} contain NaN or inf")
-        features = torch.from_numpy(arr).float()
+        features = load_features(config.features_path, len(splits.train))
         if config.pool_size is not None and config.pool_size < len(splits.train):
             g2 = torch.Generator().manual_seed(_POOL_SEED)
             keep = torch.randperm(len(splits.train), generator=g2)[: config.pool_size].sort().values
@@ -140,6 +143,30 @@ def prepare_data(config: ExperimentConfig, splits: DataSplits | None = None) -> 
     mean, std = channel_stats(pool.images[~ood_mask][: min(len(pool), 10000)])
     return Prepared(pool, test, config.train or TrainConfig.for_family(spec.family), features, mean, std,
                     ood_mask, corrupted_test_sets(config, test))
+
+
+def load_features(path: str | Path, n_rows: int) -> Tensor:
+    """A float [n_rows, D] features array from a ``.npy`` file.
+
+    Raises:
+        DatasetFormatError: unreadable, not a plain numeric .npy array, wrong shape, or not finite.
+    """
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else short(str(exc))[1:-1]
+        raise DatasetFormatError(f"cannot read features {path}: {reason}") from None
+    if not isinstance(arr, np.ndarray):  # an .npz archive
+        if hasattr(arr, "close"):
+            arr.close()
+        raise DatasetFormatError(f"features {path} must be one .npy array, not an .npz archive")
+    if arr.dtype.kind not in "biuf":
+        raise DatasetFormatError(f"features {path} must hold numbers, got dtype {arr.dtype}")
+    if arr.ndim != 2 or arr.shape[0] != n_rows or arr.shape[1] == 0:
+        raise DatasetFormatError(f"features {path} must be [N_train={n_rows}, D >= 1], got {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise DatasetFormatError(f"features {path} contain NaN or inf")
+    return torch.from_numpy(arr.astype(np.float32, copy=False))
 
 
 def _recipe_for(config: ExperimentConfig):
@@ -208,11 +235,13 @@ def run_seed(
             paired[rows] = True
             train_adv = torch.zeros(len(train_idx), *pool.image_shape)
             train_adv[rows] = adv_images
+        ratio = int(getattr(recipe, "unlabeled_ratio", 0))  # semi-supervised recipes: mu
         trainset = TrainSet(pool.images[train_idx], pool.labels[train_idx], train_adv,
-                            paired if train_adv is not None else None)
+                            paired if train_adv is not None else None,
+                            unlabeled=pool.images[unlabeled_mask(len(pool), labeled)] if ratio else None)
         t0 = time.perf_counter()
         stats = fit(model, trainset, recipe.step(), data.train_cfg, generator(seed, r, 2), device,
-                    progress=progress, desc=f"seed {seed} round {r}")
+                    progress=progress, desc=f"seed {seed} round {r}", unlabeled_ratio=ratio)
         train_s = time.perf_counter() - t0
         acc = accuracy(model, data.test.images, data.test.labels, data.train_cfg.eval_batch_size, device)
         t0 = time.perf_counter()
@@ -319,10 +348,58 @@ def check_experiment(
         ConfigError, BudgetError, DatasetNotFoundError, DatasetFormatError, RunDirectoryError.
     """
     resolved = resolved_options(config)
+    resolve_device(config.device)
     data = prepare_data(config, splits)
+    _check_features(config, resolved, data)
+    _probe_model(config, data)
+    _check_pool(config, data)
     if out_dir is not None:
-        RunDirectory(out_dir).check(config, resolved)
+        rundir = RunDirectory(out_dir)
+        rundir.check(config, resolved)
+        _check_done_rounds(config, data, rundir.read_rounds(), rundir.rounds_path)
     return data
+
+
+def _check_features(config: ExperimentConfig, resolved: dict[str, Any], data: Prepared) -> None:
+    """A strategy reads user features iff its ``source`` option is "features"."""
+    name = resolved["strategy"]["name"]
+    reads = resolved["strategy"].get("source") == "features"
+    if reads and data.features is None:
+        raise ConfigError(f"strategy {name!r} with source='features' needs a features array "
+                          "(--features FILE.npy or features_path)")
+    if data.features is not None and not reads:
+        hint = " (set --option source=features)" if "source" in resolved["strategy"] else ""
+        raise ConfigError(f"--features was given but strategy {name!r} does not read it{hint}")
+
+
+def _probe_model(config: ExperimentConfig, data: Prepared) -> None:
+    """Build the model and run one image through it, so a shape the model cannot take (non-square or
+    too-small images) is refused before anything is written."""
+    pool = data.pool
+    try:
+        model = create_model(config.model, pool.image_shape[0], pool.num_classes, data.mean, data.std,
+                             config.model_dropout, image_size=pool.image_shape[-1]).eval()
+        with torch.inference_mode():
+            model(to_float(pool.images[:1]))
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(f"model {config.model!r} cannot take {config.dataset} images of shape "
+                          f"{tuple(pool.image_shape)}: {short(str(exc).splitlines()[0])[1:-1]}") from None
+
+
+def _check_pool(config: ExperimentConfig, data: Prepared) -> None:
+    """Give a strategy with a ``check_pool(n_unlabeled)`` hook the smallest unlabeled pool it will see."""
+    strategy = _strategy_for(config)
+    hook = getattr(strategy, "check_pool", None)
+    if hook is not None and config.rounds > 0:
+        hook(len(data.pool) - config.initial_size - (config.rounds - 1) * config.budget)
+
+
+def _check_done_rounds(config: ExperimentConfig, data: Prepared, existing: list[dict[str, Any]],
+                       where: Path) -> None:
+    for seed in sorted({r["seed"] for r in existing}):
+        done = sorted((r for r in existing if r["seed"] == seed), key=lambda r: r["round"])
+        check_replay(done, config, len(data.pool), initial_labeled(len(data.pool), config.initial_size, seed)
+                     .tolist(), where)
 
 
 def run_experiment(
@@ -346,19 +423,25 @@ def run_experiment(
         ConfigError, BudgetError, DatasetNotFoundError, DatasetFormatError, RunDirectoryError.
     """
     data = prepared if prepared is not None else check_experiment(config, out_dir, splits)
-    rundir = RunDirectory(out_dir) if out_dir is not None else None
-    existing: list[dict[str, Any]] = []
-    if rundir is not None:
-        rundir.prepare(config, resolved_options(config))
+    if out_dir is None:
+        return [rec for seed in config.seeds
+                for rec in run_seed(config, data, seed, None, [], progress, on_round)]
+    rundir = RunDirectory(out_dir)
+    with rundir.locked():
+        # under the lock, check again: another run may have written since check_experiment
+        rundir.check(config, resolved_options(config))
         existing = rundir.read_rounds(repair=True)
-    records: list[dict[str, Any]] = []
-    for seed in config.seeds:
-        done = sorted((r for r in existing if r["seed"] == seed), key=lambda r: r["round"])
-        records += run_seed(config, data, seed, rundir, done, progress, on_round)
-    if rundir is not None:
+        _check_done_rounds(config, data, existing, rundir.rounds_path)
+        # the config records every seed on disk, so config.yaml, rounds.jsonl and summary.json agree
+        on_disk = [s for s in dict.fromkeys(r["seed"] for r in existing) if s not in config.seeds]
+        rundir.prepare(config.replace(seeds=(*config.seeds, *on_disk)), resolved_options(config))
+        records: list[dict[str, Any]] = []
+        for seed in config.seeds:
+            done = sorted((r for r in existing if r["seed"] == seed), key=lambda r: r["round"])
+            records += run_seed(config, data, seed, rundir, done, progress, on_round)
         from dalkit.report import summarize
 
-        summary = summarize(records)
+        summary = summarize([r for r in existing if r["seed"] in on_disk] + records)
         summary["method"] = config.method
         atomic_write_text(rundir.summary_path, json.dumps(summary, indent=2))
     return records

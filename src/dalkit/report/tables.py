@@ -76,15 +76,19 @@ def load_run(path: str | Path) -> tuple[str, list[dict[str, Any]]]:
     """(label, records) of a run directory.
 
     Raises:
-        RunDirectoryError: not a run directory.
+        RunDirectoryError: not a run directory, no completed round, or damaged records.
     """
-    from dalkit.experiment.rundir import RunDirectory
+    from dalkit.experiment.rundir import RunDirectory, check_records
 
     rd = RunDirectory(path)
-    if not rd.rounds_path.exists():
+    if not rd.rounds_path.is_file():
         raise RunDirectoryError(f"{path} is not a run directory (no rounds.jsonl)")
     label = rd.read_config().method if rd.config_path.exists() else Path(path).name
-    return label, rd.read_rounds()
+    records = rd.read_rounds()
+    if not records:
+        raise RunDirectoryError(f"{rd.rounds_path} has no completed rounds yet")
+    check_records(records, rd.rounds_path)
+    return label, records
 
 
 def _pm(mean: float, std: float) -> str:

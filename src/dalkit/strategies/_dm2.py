@@ -99,8 +99,27 @@ class DM2:
             raise ConfigError(f"dm2 alpha must be positive, got {self.alpha}")
         if self.offset < 0:
             raise ConfigError(f"dm2 offset must be >= 0, got {self.offset}")
+        if self.candidates is not None and self.candidates < 1:
+            raise ConfigError(f"dm2 candidates (L2 shortlist size) must be >= 1 or null for exact search, "
+                              f"got {self.candidates}")
+        if self.batch_size < 1:
+            raise ConfigError(f"dm2 batch_size must be >= 1, got {self.batch_size}")
         if self.metric not in ("combined", "l2", "l1"):
             raise ConfigError(f"dm2 metric must be 'combined', 'l2' or 'l1', got {self.metric!r}")
+
+    def check_pool(self, n_unlabeled: int) -> None:
+        """Refuse (before a run starts) options the smallest unlabeled pool of the run cannot honour,
+        instead of clamping them silently at query time.
+
+        Raises:
+            ConfigError: n_neighbors >= the unlabeled pool, or an offset that leaves no room.
+        """
+        if self.n_neighbors >= n_unlabeled:
+            raise ConfigError(f"dm2 n_neighbors {self.n_neighbors} needs more than {self.n_neighbors} "
+                              f"unlabeled samples, but the last round has {n_unlabeled}")
+        if self.offset >= n_unlabeled:
+            raise ConfigError(f"dm2 offset {self.offset} is not smaller than the last round's unlabeled "
+                              f"pool ({n_unlabeled})")
 
     def neighbours(self, ctx: QueryContext) -> tuple[Tensor, Tensor]:
         """(d_c [U, n], positions [U, n] into ``ctx.unlabeled_idx``), cached per round."""
