@@ -71,7 +71,8 @@ def test_unknown_preset_and_yaml(tmp_path, capsys):
 def test_cli_preset_runs_and_records_the_resolved_options(tmp_path, capsys):
     out = tmp_path / "run"
     rc = main(["run", "--preset", "dm2-paper", "--dataset", "digits", "--method", "dm2-at",
-               "--rounds", "1", "--budget", "5", "--initial-size", "10", "--seeds", "0", "--epochs", "1", "--pool-size", "1400",
+               "--rounds", "1", "--budget", "5", "--initial-size", "10", "--seeds", "0", "--epochs", "1",
+               "--pool-size", "1400",
                "--out", str(out), "--quiet", "--device", "cpu"])
     assert rc == 0, capsys.readouterr().err
     resolved = json.loads((out / "resolved.json").read_text())
