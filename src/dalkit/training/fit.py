@@ -23,12 +23,16 @@ class Batch:
         y: labels [B].
         x_adv: adversarial counterparts [B, C, H, W] or None; rows where ``paired`` is False are unused.
         paired: bool [B], True where the sample has an adversarial counterpart.
+        epoch, epochs: this batch's epoch (0-based) and the round's number of epochs (schedules inside a
+            recipe, e.g. loss prediction detaching its features after 60 % of the epochs).
     """
 
     x: Tensor
     y: Tensor
     x_adv: Tensor | None = None
     paired: Tensor | None = None
+    epoch: int = 0
+    epochs: int = 1
 
 
 @dataclass
@@ -103,7 +107,7 @@ def fit(
     augment = cfg.crop_padding > 0 or cfg.hflip
     model.train()
     last_loss, steps = 0.0, 0
-    for _epoch in tqdm(range(epochs), desc=desc, disable=not progress, leave=False):
+    for epoch in tqdm(range(epochs), desc=desc, disable=not progress, leave=False):
         perm = torch.randperm(n, generator=generator).to(device)
         total, count = 0.0, 0
         for start in range(0, n, cfg.batch_size):
@@ -116,7 +120,8 @@ def fit(
                     x, x_adv = both.split(x.shape[1], dim=1)
                 else:
                     x = augment_batch(x, cfg.crop_padding, cfg.hflip, generator)
-            batch = Batch(x, labels[idx], x_adv, paired[idx] if paired is not None else None)
+            batch = Batch(x, labels[idx], x_adv, paired[idx] if paired is not None else None,
+                          epoch=epoch, epochs=epochs)
             loss = step(model, batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
