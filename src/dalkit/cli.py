@@ -12,14 +12,18 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from dalkit.checks import short
 from dalkit.errors import ConfigError, DalkitError
+from dalkit.experiment.config import read_config_values
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 
 def _parse_options(pairs: list[str] | None, flag: str) -> dict[str, Any]:
@@ -27,7 +31,7 @@ def _parse_options(pairs: list[str] | None, flag: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in pairs or []:
         if "=" not in pair:
-            raise ConfigError(f"{flag} expects KEY=VALUE or METHOD.KEY=VALUE, got {pair!r}")
+            raise ConfigError(f"{flag} expects KEY=VALUE or METHOD.KEY=VALUE, got {short(pair)}")
         key, value = (part.strip() for part in pair.split("=", 1))
         try:
             parsed = yaml.safe_load(value)
@@ -45,7 +49,9 @@ _RUN_FLAGS = {  # flag dest -> config field
     "dataset": "dataset", "model": "model", "initial_size": "initial_size", "budget": "budget",
     "rounds": "rounds", "pool_size": "pool_size", "test_size": "test_size", "device": "device",
     "data_root": "data_root", "recipe": "recipe", "features": "features_path",
-    "model_dropout": "model_dropout", "subset": "subset",
+    "model_dropout": "model_dropout", "subset": "subset", "attack_epsilon": "attack_epsilon",
+    "pgd_steps": "pgd_steps", "open_set_fraction": "open_set_fraction", "open_set_source": "open_set_source",
+    "open_set_oracle": "open_set_oracle", "imbalance_ratio": "imbalance_ratio",
 }
 _TRAIN_FLAGS = ("epochs", "batch_size", "lr", "optimizer", "min_steps")
 
@@ -57,34 +63,31 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from dalkit.report import plot_learning_curves, runs_table
     from dalkit.training import TrainConfig
 
-    values: dict[str, Any] = {}
-    if args.config:
-        try:
-            text = Path(args.config).read_text()
-        except OSError as exc:
-            raise ConfigError(f"cannot read config {args.config}: {exc.strerror or exc}") from None
-        try:
-            values = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config {args.config} is not valid YAML: {str(exc).splitlines()[0]}") from None
-        if not isinstance(values, dict):
-            raise ConfigError(f"config {args.config} must be a mapping of fields")
+    values: dict[str, Any] = read_config_values(args.config) if args.config else {}
     for dest, field in _RUN_FLAGS.items():
         if getattr(args, dest) is not None:
             values[field] = getattr(args, dest)
-    if args.method:
-        methods = [m.strip() for m in args.method.split(",") if m.strip()]
+    if args.method is not None:
+        methods = [m.strip() for m in args.method.split(",")]
+        if not all(methods):
+            raise ConfigError(f"--method expects a name or a comma-separated list, got {short(args.method)}")
         values["method"] = methods if len(methods) != 1 else methods[0]
-    if args.seeds:
+    if args.preset:
+        values["preset"] = args.preset
+    if args.test_corruptions:
+        values["test_corruptions"] = [c.strip() for c in args.test_corruptions.split(",") if c.strip()]
+    if args.seeds is not None:
         try:
             values["seeds"] = [int(s) for s in args.seeds.split(",")]
         except ValueError:
-            raise ConfigError(f"--seeds expects comma-separated integers, got {args.seeds!r}") from None
+            raise ConfigError(f"--seeds expects comma-separated integers, got {short(args.seeds)}") from None
+    if args.out is not None and not args.out.strip():
+        raise ConfigError("--out expects a directory, got an empty string")
     for field, pairs, flag in (("strategy_options", args.option, "--option"),
                                ("recipe_options", args.recipe_option, "--recipe-option")):
         base = values.get(field) or {}
         if not isinstance(base, dict):
-            raise ConfigError(f"{field} must be a mapping of option: value, got {base!r}")
+            raise ConfigError(f"{field} must be a mapping of option: value, got {short(base)}")
         values[field] = {**base, **_parse_options(pairs, flag)}
     train_over = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k) is not None}
     if train_over:
@@ -92,7 +95,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         base = values.get("train")
         if base is not None and not isinstance(base, dict):
-            raise ConfigError(f"train must be a mapping of TrainConfig fields, got {base!r}")
+            raise ConfigError(f"train must be a mapping of TrainConfig fields, got {short(base)}")
         if base is None:
             family = DATASETS.get(values.get("dataset", "mnist")).family
             base = TrainConfig.for_family(family).__dict__
@@ -158,14 +161,18 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from dalkit.files import atomic_write_text, check_writable
     from dalkit.report import plot_learning_curves, runs_table
 
-    table, summaries = runs_table(args.run_dirs)
-    print(table)
-    if args.markdown:
-        Path(args.markdown).write_text(table + "\n")
     plot = Path(args.plot) if args.plot else Path(args.run_dirs[0]).parent / "learning_curves.png"
+    for path in (plot, Path(args.markdown) if args.markdown else None):  # before anything is written
+        if path is not None:
+            check_writable(path)
+    table, summaries = runs_table(args.run_dirs)
+    if args.markdown:
+        atomic_write_text(args.markdown, table + "\n")
     plot_learning_curves(summaries, plot)
+    print(table)
     print(f"learning curves: {plot}", file=sys.stderr)
     return 0
 
@@ -178,8 +185,21 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (exit code 2), like every other dalkit error."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(EXIT_USAGE, f"dalkit: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
+def one_line(message: str, limit: int = 400) -> str:
+    """``message`` on one line, at most ``limit`` characters."""
+    text = " ".join(str(message).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dalkit", description="Deep active learning toolkit")
+    p = _Parser(prog="dalkit", description="Deep active learning toolkit")
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run or resume experiments")
@@ -206,6 +226,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score a random R of the unlabeled pool each round ('full': all of it)")
     r.add_argument("--features", help=".npy features for strategies with an embedding source")
     r.add_argument("--device")
+    r.add_argument("--preset", help="named protocol preset, e.g. dm2-paper (explicit values win)")
+    r.add_argument("--test-corruptions", metavar="NAME:SEV,...",
+                   help="corrupted test sets evaluated every round, e.g. fog:3,rotate:2 or all:3")
+    r.add_argument("--attack-epsilon", type=float, help="FGSM/PGD test accuracy at this L-inf radius")
+    r.add_argument("--pgd-steps", type=int)
+    r.add_argument("--open-set-fraction", type=float, help="fraction of OOD images in the pool")
+    r.add_argument("--open-set-source", help="'photos' (default) or a dataset name")
+    r.add_argument("--open-set-oracle", choices=["discard", "random-label"])
+    r.add_argument("--imbalance-ratio", type=float, help="long-tailed pool, head/tail ratio")
     r.add_argument("--data-root")
     r.add_argument("--out", help="run directory (one method) or parent directory (several)")
     r.add_argument("--quiet", action="store_true", help="no progress output")
@@ -233,18 +262,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; user errors print one line and exit with code 2."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    """Entry point; user errors print one line and exit with code 2, an interruption exits 130."""
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        logging.basicConfig(level=logging.WARNING, format="%(message)s")
         return int(args.func(args) or 0)
     except DalkitError as exc:
-        print(f"dalkit: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(str(exc))
+    except OSError as exc:  # an output path that cannot be written, a disk that filled up...
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        return _fail(f"{where}{exc.strerror or type(exc).__name__}")
     except KeyboardInterrupt:
         print("dalkit: interrupted; re-run the same command to resume", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+
+
+def _fail(message: str) -> int:
+    print(f"dalkit: error: {one_line(message)}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 if __name__ == "__main__":

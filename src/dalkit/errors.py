@@ -33,3 +33,7 @@ class DatasetFormatError(DalkitError, ValueError):
 
 class RunDirectoryError(DalkitError):
     """A run directory belongs to a different configuration or is damaged."""
+
+
+class OutputError(DalkitError):
+    """An output path (run directory, --plot, --markdown) cannot be written; the message names it."""

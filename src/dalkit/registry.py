@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
+from dalkit.checks import short, type_error
 from dalkit.errors import ConfigError, UnknownNameError
 
 T = TypeVar("T")
@@ -43,7 +44,7 @@ class Registry(Generic[T]):
             return self._items[name]
         except (KeyError, TypeError):  # TypeError: an unhashable "name" such as a list from YAML
             valid = ", ".join(sorted(self._items))
-            message = f"unknown {self.kind} {name!r}; valid {self.kind} names: {valid}"
+            message = f"unknown {self.kind} {short(name)}; valid {self.kind} names: {valid}"
             raise UnknownNameError(message) from None
 
     def create(self, name: str, **options: Any) -> Any:
@@ -57,12 +58,15 @@ class Registry(Generic[T]):
         valid = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
         unknown = sorted(set(options) - valid)
         if unknown:
-            raise ConfigError(f"{self.kind} {name!r} has no option {unknown[0]!r}; its options are: "
+            raise ConfigError(f"{self.kind} {name!r} has no option {short(unknown[0])}; its options are: "
                               f"{', '.join(sorted(valid)) or '(none)'}")
+        message = type_error(cls, options, f"{self.kind} {name!r} option ") if valid else None
+        if message:
+            raise ConfigError(message)
         try:
             return cls(**options)
         except TypeError as exc:  # e.g. a string where a number is compared in __post_init__
-            raise ConfigError(f"{self.kind} {name!r}: bad option value ({exc})") from None
+            raise ConfigError(f"{self.kind} {name!r}: bad option value ({short(str(exc))[1:-1]})") from None
 
     def names(self) -> list[str]:
         return sorted(self._items)

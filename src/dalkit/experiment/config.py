@@ -10,9 +10,12 @@ from typing import Any
 
 import yaml
 
+from dalkit.checks import check_field_types, count_values, short
 from dalkit.data import DATASETS
 from dalkit.errors import ConfigError
 from dalkit.experiment.methods import resolve_method
+from dalkit.experiment.presets import apply_preset
+from dalkit.experiment.robustness import check_robustness_fields
 from dalkit.models import MODELS
 from dalkit.training.config import TrainConfig
 
@@ -38,6 +41,17 @@ class ExperimentConfig:
         data_root: where dataset files live (None: $DALKIT_DATA or ./data).
         features_path: .npy of per-pool-sample features for strategies with an embedding source.
         device: "cpu", "cuda" or "auto".
+        test_corruptions: corrupted copies of the test split evaluated every round, as
+            ``"name:severity"`` strings, ``{name, severity}`` mappings, ``"all:3"`` or ``"all"``
+            (:func:`dalkit.data.corruptions.parse_corruptions`); () = none.
+        attack_epsilon: FGSM and PGD test accuracy at this L-inf radius every round (None: none).
+        pgd_steps: PGD iterations (step 2.5 eps / steps).
+        open_set_fraction: fraction of the pool made of out-of-distribution images (0: none).
+        open_set_source: where they come from: "photos" (crops of scikit-learn's sample photographs)
+            or a dataset name.
+        open_set_oracle: what the oracle answers for an OOD pick: "discard" (the DM2 paper: the label is
+            refused, the budget is still charged, the sample is never trained on) or "random-label".
+        imbalance_ratio: long-tailed pool with head/tail ratio (None: the pool as loaded).
         subset: R, score only a random R of the unlabeled pool each round (LPLgrad Table II; the DM2
             baselines' 1,000 / 25,000), drawn from the seeded per-round generator and recorded in
             ``rounds.jsonl``; strategies see only these candidates.  "full": the whole unlabeled pool;
@@ -62,36 +76,46 @@ class ExperimentConfig:
     data_root: str | None = None
     features_path: str | None = None
     device: str = "auto"
+    test_corruptions: tuple[str, ...] = ()
+    attack_epsilon: float | None = None
+    pgd_steps: int = 10
+    open_set_fraction: float = 0.0
+    open_set_source: str = "photos"
+    open_set_oracle: str = "discard"
+    imbalance_ratio: float | None = None
     subset: int | str | None = None
 
     def __post_init__(self) -> None:
+        check_robustness_fields(self)
         DATASETS.get(self.dataset)
         MODELS.get(self.model)
         resolve_method(self.method)
+        check_field_types(self)
         for name in ("initial_size", "budget"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+                raise ConfigError(f"{name} must be a positive integer, got {short(value)}")
         if not isinstance(self.rounds, int) or self.rounds < 0:
-            raise ConfigError(f"rounds must be a non-negative integer, got {self.rounds!r}")
+            raise ConfigError(f"rounds must be a non-negative integer, got {short(self.rounds)}")
         for name in ("pool_size", "test_size"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value <= 0):
-                raise ConfigError(f"{name} must be a positive integer or null, got {value!r}")
+                raise ConfigError(f"{name} must be a positive integer or null, got {short(value)}")
         seeds = tuple(self.seeds) if isinstance(self.seeds, list | tuple) else (self.seeds,)
-        valid_seeds = all(isinstance(s, int) and s >= 0 for s in seeds) and len(set(seeds)) == len(seeds)
+        valid_seeds = all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+        valid_seeds = valid_seeds and len(set(seeds)) == len(seeds)
         if not seeds or not valid_seeds:
-            raise ConfigError(f"seeds must be distinct non-negative integers, got {self.seeds!r}")
+            raise ConfigError(f"seeds must be distinct non-negative integers, got {short(self.seeds)}")
         object.__setattr__(self, "seeds", seeds)
         if isinstance(self.train, dict):
             object.__setattr__(self, "train", _build(TrainConfig, self.train, "train"))
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
-            raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+            raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {short(self.device)}")
         if self.model_dropout is not None and not 0 <= self.model_dropout < 1:
             raise ConfigError(f"model_dropout must lie in [0, 1), got {self.model_dropout}")
         for name in ("strategy_options", "recipe_options"):
             if not isinstance(getattr(self, name), dict):
-                raise ConfigError(f"{name} must be a mapping, got {getattr(self, name)!r}")
+                raise ConfigError(f"{name} must be a mapping, got {short(getattr(self, name))}")
         if self.pool_size is not None and self.initial_size + self.rounds * self.budget > self.pool_size:
             raise ConfigError(
                 f"initial_size + rounds * budget = {self.initial_size + self.rounds * self.budget} "
@@ -118,6 +142,7 @@ class ExperimentConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["seeds"] = list(self.seeds)
+        d["test_corruptions"] = list(self.test_corruptions)
         return d
 
     def replace(self, **changes: Any) -> ExperimentConfig:
@@ -135,9 +160,11 @@ class ExperimentConfig:
 
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - fields)
+    unknown = [k for k in values if k not in fields]
     if unknown:
-        raise ConfigError(f"unknown field {where}.{unknown[0]}; valid fields: {', '.join(sorted(fields))}")
+        key = unknown[0]
+        label = key if isinstance(key, str) and len(key) <= 80 and key.isprintable() else short(key)
+        raise ConfigError(f"unknown field {where}.{label}; valid fields: {', '.join(sorted(fields))}")
     return cls(**values)
 
 
@@ -155,7 +182,8 @@ def options_for(method: str, options: Any, methods: list[str]) -> Any:
 
 
 def config_from_dict(values: dict[str, Any]) -> list[ExperimentConfig]:
-    """Build configs from a mapping; ``method`` may be a list (one config per method).
+    """Build configs from a mapping; ``method`` may be a list (one config per method); ``preset`` names
+    a preset (:mod:`dalkit.experiment.presets`) applied under the mapping's values.
 
     With several methods, ``strategy_options``/``recipe_options`` may hold per-method sub-mappings
     (see :func:`options_for`).
@@ -165,14 +193,14 @@ def config_from_dict(values: dict[str, Any]) -> list[ExperimentConfig]:
     """
     if not isinstance(values, dict):
         raise ConfigError(f"a config must be a mapping of fields, got {type(values).__name__}")
-    values = dict(values)
+    values = apply_preset(values)  # "preset: dm2-paper" fills in values the mapping does not set
     methods = values.pop("method", "random")
     methods = methods if isinstance(methods, list) else [methods]
     if not methods:
         raise ConfigError("method must name at least one method, got an empty list")
     bad = [m for m in methods if not isinstance(m, str)]
     if bad:
-        raise ConfigError(f"method must be a method name or a list of names, got {bad[0]!r}")
+        raise ConfigError(f"method must be a method name or a list of names, got {short(bad[0])}")
     if values.get("train") is not None:
         if not isinstance(values["train"], dict):
             raise ConfigError("train must be a mapping of TrainConfig fields")
@@ -187,7 +215,48 @@ def config_from_dict(values: dict[str, Any]) -> list[ExperimentConfig]:
             for m in methods
         ]
     except TypeError as exc:  # wrong types reaching a comparison
-        raise ConfigError(f"invalid config value: {exc}") from None
+        raise ConfigError(f"invalid config value: {short(str(exc))[1:-1]}") from None
+
+
+MAX_CONFIG_BYTES = 1 << 20  # a config is a page of YAML; anything larger is a mistake (or an attack)
+MAX_CONFIG_VALUES = 100_000  # counted with aliases expanded: refuses "billion laughs" alias bombs
+
+
+def read_config_values(path: str | Path) -> dict[str, Any]:
+    """The mapping of fields in a YAML config file, refusing anything that is not a small UTF-8 YAML
+    mapping.
+
+    Raises:
+        ConfigError: unreadable, larger than 1 MiB, not UTF-8, not YAML, not a mapping, or expanding
+            (through YAML aliases) to more than 100,000 values.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or type(exc).__name__}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB; is it the right file?")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"config {path} is not valid YAML: {short(first)[1:-1]}") from None
+    except RecursionError:
+        raise ConfigError(f"config {path} is nested too deeply") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"config {path} must be a mapping of fields, got {type(values).__name__}")
+    if count_values(values, MAX_CONFIG_VALUES) >= MAX_CONFIG_VALUES:
+        raise ConfigError(f"config {path} expands to more than {MAX_CONFIG_VALUES} values "
+                          "(YAML aliases repeated?); write the values out")
+    return values
 
 
 def load_config(path: str | Path) -> list[ExperimentConfig]:
@@ -196,13 +265,4 @@ def load_config(path: str | Path) -> list[ExperimentConfig]:
     Raises:
         ConfigError: unreadable file, invalid YAML or invalid fields.
     """
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
-    try:
-        values = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    return config_from_dict(values or {})
+    return config_from_dict(read_config_values(path))

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from dalkit.checks import short
 from dalkit.errors import UnknownNameError
 from dalkit.strategies import STRATEGIES
 
@@ -49,7 +50,7 @@ def resolve_method(name: str) -> MethodSpec:
     if isinstance(name, str) and name in STRATEGIES:
         return MethodSpec(name)
     valid = ", ".join(method_names())
-    raise UnknownNameError(f"unknown method {name!r}; valid method names: {valid}")
+    raise UnknownNameError(f"unknown method {short(name)}; valid method names: {valid}")
 
 
 def method_names() -> list[str]:

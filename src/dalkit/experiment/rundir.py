@@ -7,29 +7,90 @@ fsynced; a torn last line is discarded on resume.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
+from dalkit.checks import short
 from dalkit.errors import RunDirectoryError
 from dalkit.experiment.config import ExperimentConfig, config_from_dict
+from dalkit.files import atomic_write_bytes, atomic_write_text, check_dir_writable, ensure_dir
+
+__all__ = ["RunDirectory", "atomic_write_bytes", "atomic_write_text", "check_records", "check_replay"]
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+REQUIRED_KEYS = {"seed": int, "round": int, "n_labeled": int, "test_acc": float, "selected": list}
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+def check_records(records: list[Any], where: str | Path) -> None:
+    """Check the round records of a run directory: each is a mapping with the required keys of the
+    right types, and each seed's rounds are 0..k-1, each exactly once.
+
+    Raises:
+        RunDirectoryError: says which line and what is wrong.
+    """
+    by_seed: dict[int, list[int]] = {}
+    for line, rec in enumerate(records, 1):
+        if not isinstance(rec, dict):
+            raise RunDirectoryError(f"{where}: line {line} is not a round record (a JSON object)")
+        for key, tp in REQUIRED_KEYS.items():
+            value = rec.get(key)
+            ok = isinstance(value, tp) and not isinstance(value, bool)
+            if tp is float:
+                ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
+            if not ok:
+                raise RunDirectoryError(f"{where}: line {line} has no valid {key!r} (got {short(value)})")
+        if rec["seed"] < 0 or rec["round"] < 0 or rec["n_labeled"] < 0:
+            raise RunDirectoryError(f"{where}: line {line} has a negative seed, round or n_labeled")
+        if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in rec["selected"]):
+            raise RunDirectoryError(f"{where}: line {line} selects something that is not a pool index")
+        by_seed.setdefault(rec["seed"], []).append(rec["round"])
+    for seed, rounds in by_seed.items():
+        if sorted(rounds) != list(range(len(rounds))):
+            dup = sorted({r for r in rounds if rounds.count(r) > 1})
+            what = f"round {dup[0]} more than once" if dup else \
+                f"rounds {short(sorted(rounds))} instead of 0..{len(rounds) - 1}"
+            raise RunDirectoryError(f"{where}: seed {seed} has {what} (two runs into one directory?); "
+                                    "delete the directory or restore it")
+
+
+def check_replay(records: list[dict[str, Any]], config: ExperimentConfig, pool_size: int,
+                 initial: Any, where: str | Path) -> None:
+    """Check that one seed's completed rounds can be replayed under ``config``: round r labeled
+    initial_size + r * budget samples and selected ``budget`` new, distinct, in-range pool indices
+    (none on the last round).
+
+    Args:
+        records: the seed's records, rounds 0..k-1 in order (after :func:`check_records`).
+        initial: the round-0 labeled pool indices of the seed.
+    Raises:
+        RunDirectoryError: the first inconsistency, named.
+    """
+    labeled = {int(i) for i in initial}
+    if len(records) > config.rounds + 1:
+        raise RunDirectoryError(f"{where}: seed {records[0]['seed']} has {len(records)} rounds, more than "
+                                f"the {config.rounds + 1} of this experiment")
+    for rec in records:
+        r, sel = rec["round"], rec["selected"]
+        what = f"{where}: seed {rec['seed']} round {r}"
+        if rec["n_labeled"] != config.initial_size + r * config.budget:
+            raise RunDirectoryError(f"{what} records {rec['n_labeled']} labeled samples, expected "
+                                    f"{config.initial_size + r * config.budget}")
+        expected = config.budget if r < config.rounds else 0
+        if len(sel) != expected:
+            raise RunDirectoryError(f"{what} selected {len(sel)} samples, expected {expected}")
+        if any(i >= pool_size for i in sel):
+            raise RunDirectoryError(f"{what} selects index {max(sel)}, outside the pool of {pool_size}")
+        if len(set(sel)) != len(sel) or labeled & set(sel):
+            raise RunDirectoryError(f"{what} selects an index twice or one already labeled")
+        labeled |= set(sel)
 
 
 class RunDirectory:
@@ -72,8 +133,11 @@ class RunDirectory:
             resolved: the strategy and recipe with every option resolved (defaults included); when the
                 directory recorded them, they must match, so a changed default is never resumed silently.
         Raises:
-            RunDirectoryError: it holds a different experiment, or its config is unreadable.
+            RunDirectoryError: it holds a different experiment, its config is unreadable, or its
+                rounds are damaged.
+            OutputError: the directory cannot be created or written.
         """
+        check_dir_writable(self.path)
         if self.config_path.exists():
             old = self.read_config()
             if not old.same_experiment(config):
@@ -91,6 +155,7 @@ class RunDirectory:
                     f"{self.path} was run with {old_resolved} but the method now resolves to {resolved} "
                     "(a default changed?); choose another output directory or delete this one"
                 )
+        check_records(self.read_rounds(), self.rounds_path)
 
     def prepare(self, config: ExperimentConfig, resolved: dict[str, Any] | None = None) -> None:
         """Create the directory (after :meth:`check`) and write the config and resolved options.
@@ -99,10 +164,34 @@ class RunDirectory:
             RunDirectoryError: it holds a different experiment.
         """
         self.check(config, resolved)
-        (self.path / "state").mkdir(parents=True, exist_ok=True)
+        ensure_dir(self.path / "state")
         atomic_write_text(self.config_path, yaml.safe_dump(config.to_dict(), sort_keys=False))
         if resolved is not None:
             atomic_write_text(self.resolved_path, json.dumps(resolved, indent=1))
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold an exclusive lock on the directory (``.lock``, released on exit or process death).
+
+        Raises:
+            RunDirectoryError: another process holds it (a second run into the same directory).
+        """
+        ensure_dir(self.path)
+        try:
+            fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            from dalkit.files import output_error
+
+            raise output_error(self.path / ".lock", exc) from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunDirectoryError(f"{self.path} is in use by another dalkit run; wait for it to "
+                                        "finish or choose another output directory") from None
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
 
     # -- rounds ----------------------------------------------------------------------------------
     def read_rounds(self, repair: bool = False) -> list[dict[str, Any]]:

@@ -15,14 +15,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dalkit.checks import short
 from dalkit.data import DATASETS, DataSplits, ImageDataset, channel_stats, load_dataset, to_float
 from dalkit.errors import BudgetError, ConfigError, DatasetFormatError
 from dalkit.experiment.config import ExperimentConfig
 from dalkit.experiment.methods import resolve_method
-from dalkit.experiment.rundir import RunDirectory, atomic_write_text
+from dalkit.experiment.robustness import corrupted_test_sets, perturb_pool
+from dalkit.experiment.rundir import RunDirectory, check_replay
+from dalkit.files import atomic_write_text
 from dalkit.models import create_model
 from dalkit.strategies import QueryContext, create_strategy, query
 from dalkit.training import TrainConfig, TrainSet, accuracy, create_recipe, fit, prepare_model
+from dalkit.training.robust import robust_metrics
 
 log = logging.getLogger("dalkit")
 
@@ -46,9 +50,15 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def initial_labeled(pool_size: int, initial_size: int, seed: int) -> Tensor:
-    """The round-0 labeled set: ``initial_size`` random pool indices, a function of the seed only."""
-    return torch.randperm(pool_size, generator=generator(seed, 0, 7))[:initial_size].sort().values
+def initial_labeled(pool_size: int, initial_size: int, seed: int, ood_mask: Tensor | None = None) -> Tensor:
+    """The round-0 labeled set: ``initial_size`` random pool indices, a function of the seed only.
+
+    With an open-set pool the seed set is drawn from the in-distribution images (a seed set is labeled
+    data; an OOD seed would only be discarded)."""
+    perm = torch.randperm(pool_size, generator=generator(seed, 0, 7))
+    if ood_mask is not None and bool(ood_mask.any()):
+        perm = perm[~ood_mask[perm]]
+    return perm[:initial_size].sort().values
 
 
 def draw_candidates(
@@ -61,12 +71,17 @@ def draw_candidates(
     """
     if subset is None:
         return None
-    mask = torch.ones(pool_size, dtype=torch.bool)
-    mask[labeled] = False
-    unlabeled = mask.nonzero().squeeze(1)
+    unlabeled = unlabeled_mask(pool_size, labeled).nonzero().squeeze(1)
     if subset >= unlabeled.numel():
         return None
     return unlabeled[torch.randperm(unlabeled.numel(), generator=gen)[:subset]].sort().values
+
+
+def unlabeled_mask(pool_size: int, labeled: Tensor) -> Tensor:
+    """bool [N]: True for pool samples not in ``labeled``."""
+    mask = torch.ones(pool_size, dtype=torch.bool)
+    mask[labeled] = False
+    return mask
 
 
 @dataclass
@@ -79,6 +94,8 @@ class Prepared:
     features: Tensor | None
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    ood_mask: Tensor | None = None  # bool [N_pool]: out-of-distribution pool images
+    corrupted: dict[str, Tensor] = dataclasses.field(default_factory=dict)  # "name:sev" -> test images
 
 
 def prepare_data(config: ExperimentConfig, splits: DataSplits | None = None) -> Prepared:
@@ -90,12 +107,23 @@ def prepare_data(config: ExperimentConfig, splits: DataSplits | None = None) -> 
     spec = DATASETS.get(config.dataset)
     splits = splits or load_dataset(config.dataset, config.data_root)
     pool, test = splits.train, splits.test
+    for name, size, split in (("pool_size", config.pool_size, pool), ("test_size", config.test_size, test)):
+        if size is not None and size > len(split):
+            raise ConfigError(f"{name} {size} is larger than the {config.dataset} split of {len(split)} "
+                              f"samples; use at most {len(split)} (or null for all of it)")
     g = torch.Generator().manual_seed(_POOL_SEED)
     if config.pool_size is not None and config.pool_size < len(pool):
         pool = pool.subset(torch.randperm(len(pool), generator=g)[: config.pool_size].sort().values)
     if config.test_size is not None and config.test_size < len(test):
         test = test.subset(torch.randperm(len(test), generator=g)[: config.test_size].sort().values)
+    if config.features_path and (config.open_set_fraction > 0 or config.imbalance_ratio not in (None, 1)):
+        raise ConfigError("features_path cannot be combined with open_set_fraction or imbalance_ratio "
+                          "(the features would no longer line up with the pool)")
+    pool, ood_mask = perturb_pool(config, pool)
     needed = config.initial_size + config.rounds * config.budget
+    if config.initial_size > int((~ood_mask).sum()):
+        raise BudgetError(f"initial_size {config.initial_size} exceeds the {int((~ood_mask).sum())} "
+                          "in-distribution pool samples")
     if needed > len(pool):
         raise BudgetError(
             f"initial_size + rounds * budget = {needed} exceeds the pool of {len(pool)} samples; "
@@ -107,21 +135,38 @@ def prepare_data(config: ExperimentConfig, splits: DataSplits | None = None) -> 
                           "subset: full")
     features = None
     if config.features_path:
-        try:
-            arr = np.load(config.features_path)
-        except (OSError, ValueError) as exc:
-            raise DatasetFormatError(f"cannot read features {config.features_path}: {exc}") from None
-        if arr.ndim != 2 or arr.shape[0] != len(splits.train):
-            raise DatasetFormatError(f"features {config.features_path} must be [N_train, D], got {arr.shape}")
-        if not np.isfinite(arr).all():
-            raise DatasetFormatError(f"features {config.features_path} contain NaN or inf")
-        features = torch.from_numpy(arr).float()
+        features = load_features(config.features_path, len(splits.train))
         if config.pool_size is not None and config.pool_size < len(splits.train):
             g2 = torch.Generator().manual_seed(_POOL_SEED)
             keep = torch.randperm(len(splits.train), generator=g2)[: config.pool_size].sort().values
             features = features[keep]
-    mean, std = channel_stats(pool.images[: min(len(pool), 10000)])
-    return Prepared(pool, test, config.train or TrainConfig.for_family(spec.family), features, mean, std)
+    mean, std = channel_stats(pool.images[~ood_mask][: min(len(pool), 10000)])
+    return Prepared(pool, test, config.train or TrainConfig.for_family(spec.family), features, mean, std,
+                    ood_mask, corrupted_test_sets(config, test))
+
+
+def load_features(path: str | Path, n_rows: int) -> Tensor:
+    """A float [n_rows, D] features array from a ``.npy`` file.
+
+    Raises:
+        DatasetFormatError: unreadable, not a plain numeric .npy array, wrong shape, or not finite.
+    """
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else short(str(exc))[1:-1]
+        raise DatasetFormatError(f"cannot read features {path}: {reason}") from None
+    if not isinstance(arr, np.ndarray):  # an .npz archive
+        if hasattr(arr, "close"):
+            arr.close()
+        raise DatasetFormatError(f"features {path} must be one .npy array, not an .npz archive")
+    if arr.dtype.kind not in "biuf":
+        raise DatasetFormatError(f"features {path} must hold numbers, got dtype {arr.dtype}")
+    if arr.ndim != 2 or arr.shape[0] != n_rows or arr.shape[1] == 0:
+        raise DatasetFormatError(f"features {path} must be [N_train={n_rows}, D >= 1], got {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise DatasetFormatError(f"features {path} contain NaN or inf")
+    return torch.from_numpy(arr.astype(np.float32, copy=False))
 
 
 def _recipe_for(config: ExperimentConfig):
@@ -159,7 +204,11 @@ def run_seed(
     strategy = _strategy_for(config)
     recipe = _recipe_for(config)
     pool = data.pool
-    labeled = initial_labeled(len(pool), config.initial_size, seed)
+    ood = data.ood_mask if data.ood_mask is not None else torch.zeros(len(pool), dtype=torch.bool)
+    open_set = bool(ood.any())
+    # the oracle refuses OOD picks: they stay "labeled" (budget charged, never re-queried) but never train
+    discard = ood if config.open_set_oracle == "discard" else torch.zeros_like(ood)
+    labeled = initial_labeled(len(pool), config.initial_size, seed, ood)
     state = rundir.load_state(seed) if rundir is not None else {}
     adv_images = torch.empty(0, *pool.image_shape)  # counterparts, aligned with adv_index
     adv_index = torch.empty(0, dtype=torch.long)
@@ -169,45 +218,62 @@ def run_seed(
         labeled = torch.cat([labeled, sel])
         key = f"adv_round{rec['round']}"
         if key in state:
-            adv_index = torch.cat([adv_index, sel])
+            adv_index = torch.cat([adv_index, sel[~discard[sel]]])
             adv_images = torch.cat([adv_images, state[key]])
         records.append(rec)
     start_round = len(records)
     for r in range(start_round, config.rounds + 1):
+        train_idx = labeled[~discard[labeled]]
         torch.manual_seed(derive_seed(seed, r, 1))  # model init + dropout in training
         model = create_model(config.model, pool.image_shape[0], pool.num_classes, data.mean, data.std,
                              config.model_dropout, image_size=pool.image_shape[-1]).to(device)
         model = prepare_model(recipe, model, pool.image_shape)  # e.g. attaches a loss-prediction module
-        paired = torch.zeros(len(labeled), dtype=torch.bool)
+        paired = torch.zeros(len(train_idx), dtype=torch.bool)
         train_adv = None
         if adv_index.numel():
-            pos = {int(i): k for k, i in enumerate(labeled.tolist())}
+            pos = {int(i): k for k, i in enumerate(train_idx.tolist())}
             rows = torch.tensor([pos[int(i)] for i in adv_index.tolist()], dtype=torch.long)
             paired[rows] = True
-            train_adv = torch.zeros(len(labeled), *pool.image_shape)
+            train_adv = torch.zeros(len(train_idx), *pool.image_shape)
             train_adv[rows] = adv_images
-        trainset = TrainSet(pool.images[labeled], pool.labels[labeled], train_adv,
-                            paired if train_adv is not None else None)
+        ratio = int(getattr(recipe, "unlabeled_ratio", 0))  # semi-supervised recipes: mu
+        trainset = TrainSet(pool.images[train_idx], pool.labels[train_idx], train_adv,
+                            paired if train_adv is not None else None,
+                            unlabeled=pool.images[unlabeled_mask(len(pool), labeled)] if ratio else None)
         t0 = time.perf_counter()
         stats = fit(model, trainset, recipe.step(), data.train_cfg, generator(seed, r, 2), device,
-                    progress=progress, desc=f"seed {seed} round {r}")
+                    progress=progress, desc=f"seed {seed} round {r}", unlabeled_ratio=ratio)
         train_s = time.perf_counter() - t0
         acc = accuracy(model, data.test.images, data.test.labels, data.train_cfg.eval_batch_size, device)
+        t0 = time.perf_counter()
+        robust = robust_metrics(model, data.test.labels, data.corrupted, data.test.images,
+                                config.attack_epsilon, config.pgd_steps, data.train_cfg.eval_batch_size,
+                                device)
+        robust_s = time.perf_counter() - t0
         selected: list[int] = []
         query_s = 0.0
         new_adv = None
+        info: dict[str, Any] = {}
         if r < config.rounds:
-            candidates = draw_candidates(len(pool), labeled, config.candidate_subset, generator(seed, r, 4))
-            ctx = QueryContext(model, pool.images, labeled, pool.labels[labeled], pool.num_classes,
+            # discarded OOD picks leave the queryable pool; the strategy sees the trained labels only
+            view = (~(discard & _mask(len(pool), labeled))).nonzero().squeeze(1) if open_set else None
+            images = pool.images[view] if view is not None else pool.images
+            ctx_labeled = torch.searchsorted(view, train_idx) if view is not None else train_idx
+            candidates = draw_candidates(images.shape[0], ctx_labeled, config.candidate_subset,
+                                         generator(seed, r, 4))
+            ctx = QueryContext(model, images, ctx_labeled, pool.labels[train_idx], pool.num_classes,
                                generator(seed, r, 3), device, data.train_cfg.eval_batch_size, data.features,
                                candidates)
             t0 = time.perf_counter()
             sel = query(strategy, ctx, config.budget)
             query_s = time.perf_counter() - t0
-            new = sel.indices.sort().values
+            new = (view[sel.indices] if view is not None else sel.indices).sort().values
             selected = new.tolist()
-            x_new = to_float(pool.images[new], device)
-            new_adv = recipe.counterparts(model, x_new, pool.labels[new].to(device))
+            info = _jsonable(sel.info)
+            kept = new[~discard[new]]
+            if kept.numel():
+                x_new = to_float(pool.images[kept], device)
+                new_adv = recipe.counterparts(model, x_new, pool.labels[kept].to(device))
         record = {
             "seed": seed, "round": r, "n_labeled": int(len(labeled)),
             "n_adversarial": int(adv_index.numel()), "test_acc": acc, "train_loss": stats["loss"],
@@ -215,6 +281,15 @@ def run_seed(
         }
         if r < config.rounds and config.candidate_subset is not None:
             record["n_candidates"] = ctx.n_unlabeled
+        if robust:
+            record.update(robust)
+            record["robust_s"] = round(robust_s, 4)
+        if open_set:
+            record["n_trained"] = int(len(train_idx))
+            record["n_ood_labeled"] = int(ood[labeled].sum())
+            record["n_ood_selected"] = int(ood[torch.tensor(selected, dtype=torch.long)].sum())
+        if info:
+            record["info"] = info
         if new_adv is not None:
             state[f"adv_round{r}"] = new_adv.cpu()
             if rundir is not None:
@@ -228,9 +303,28 @@ def run_seed(
             sel_t = torch.tensor(selected, dtype=torch.long)
             labeled = torch.cat([labeled, sel_t])
             if new_adv is not None:
-                adv_index = torch.cat([adv_index, sel_t])
+                adv_index = torch.cat([adv_index, sel_t[~discard[sel_t]]])
                 adv_images = torch.cat([adv_images, new_adv.cpu()])
     return records
+
+
+def _mask(n: int, idx: Tensor) -> Tensor:
+    m = torch.zeros(n, dtype=torch.bool)
+    m[idx] = True
+    return m
+
+
+def _jsonable(value: Any) -> Any:
+    """Selection.info made JSON-ready (tensors to lists or floats)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Tensor):
+        return value.item() if value.numel() == 1 else value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def resolved_options(config: ExperimentConfig) -> dict[str, Any]:
@@ -260,10 +354,58 @@ def check_experiment(
         name = resolved["strategy"]["name"]
         raise ConfigError(f"strategy {name!r} needs the {required[0]!r} recipe, not "
                           f"{resolved['recipe']['name']!r}; use the method {name!r}")
+    resolve_device(config.device)
     data = prepare_data(config, splits)
+    _check_features(config, resolved, data)
+    _probe_model(config, data)
+    _check_pool(config, data)
     if out_dir is not None:
-        RunDirectory(out_dir).check(config, resolved)
+        rundir = RunDirectory(out_dir)
+        rundir.check(config, resolved)
+        _check_done_rounds(config, data, rundir.read_rounds(), rundir.rounds_path)
     return data
+
+
+def _check_features(config: ExperimentConfig, resolved: dict[str, Any], data: Prepared) -> None:
+    """A strategy reads user features iff its ``source`` option is "features"."""
+    name = resolved["strategy"]["name"]
+    reads = resolved["strategy"].get("source") == "features"
+    if reads and data.features is None:
+        raise ConfigError(f"strategy {name!r} with source='features' needs a features array "
+                          "(--features FILE.npy or features_path)")
+    if data.features is not None and not reads:
+        hint = " (set --option source=features)" if "source" in resolved["strategy"] else ""
+        raise ConfigError(f"--features was given but strategy {name!r} does not read it{hint}")
+
+
+def _probe_model(config: ExperimentConfig, data: Prepared) -> None:
+    """Build the model and run one image through it, so a shape the model cannot take (non-square or
+    too-small images) is refused before anything is written."""
+    pool = data.pool
+    try:
+        model = create_model(config.model, pool.image_shape[0], pool.num_classes, data.mean, data.std,
+                             config.model_dropout, image_size=pool.image_shape[-1]).eval()
+        with torch.inference_mode():
+            model(to_float(pool.images[:1]))
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(f"model {config.model!r} cannot take {config.dataset} images of shape "
+                          f"{tuple(pool.image_shape)}: {short(str(exc).splitlines()[0])[1:-1]}") from None
+
+
+def _check_pool(config: ExperimentConfig, data: Prepared) -> None:
+    """Give a strategy with a ``check_pool(n_unlabeled)`` hook the smallest unlabeled pool it will see."""
+    strategy = _strategy_for(config)
+    hook = getattr(strategy, "check_pool", None)
+    if hook is not None and config.rounds > 0:
+        hook(len(data.pool) - config.initial_size - (config.rounds - 1) * config.budget)
+
+
+def _check_done_rounds(config: ExperimentConfig, data: Prepared, existing: list[dict[str, Any]],
+                       where: Path) -> None:
+    for seed in sorted({r["seed"] for r in existing}):
+        done = sorted((r for r in existing if r["seed"] == seed), key=lambda r: r["round"])
+        check_replay(done, config, len(data.pool), initial_labeled(len(data.pool), config.initial_size, seed)
+                     .tolist(), where)
 
 
 def run_experiment(
@@ -287,19 +429,25 @@ def run_experiment(
         ConfigError, BudgetError, DatasetNotFoundError, DatasetFormatError, RunDirectoryError.
     """
     data = prepared if prepared is not None else check_experiment(config, out_dir, splits)
-    rundir = RunDirectory(out_dir) if out_dir is not None else None
-    existing: list[dict[str, Any]] = []
-    if rundir is not None:
-        rundir.prepare(config, resolved_options(config))
+    if out_dir is None:
+        return [rec for seed in config.seeds
+                for rec in run_seed(config, data, seed, None, [], progress, on_round)]
+    rundir = RunDirectory(out_dir)
+    with rundir.locked():
+        # under the lock, check again: another run may have written since check_experiment
+        rundir.check(config, resolved_options(config))
         existing = rundir.read_rounds(repair=True)
-    records: list[dict[str, Any]] = []
-    for seed in config.seeds:
-        done = sorted((r for r in existing if r["seed"] == seed), key=lambda r: r["round"])
-        records += run_seed(config, data, seed, rundir, done, progress, on_round)
-    if rundir is not None:
+        _check_done_rounds(config, data, existing, rundir.rounds_path)
+        # the config records every seed on disk, so config.yaml, rounds.jsonl and summary.json agree
+        on_disk = [s for s in dict.fromkeys(r["seed"] for r in existing) if s not in config.seeds]
+        rundir.prepare(config.replace(seeds=(*config.seeds, *on_disk)), resolved_options(config))
+        records: list[dict[str, Any]] = []
+        for seed in config.seeds:
+            done = sorted((r for r in existing if r["seed"] == seed), key=lambda r: r["round"])
+            records += run_seed(config, data, seed, rundir, done, progress, on_round)
         from dalkit.report import summarize
 
-        summary = summarize(records)
+        summary = summarize([r for r in existing if r["seed"] in on_disk] + records)
         summary["method"] = config.method
         atomic_write_text(rundir.summary_path, json.dumps(summary, indent=2))
     return records

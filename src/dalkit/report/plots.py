@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from dalkit.files import atomic_write_bytes  # noqa: E402
 
 
 def plot_learning_curves(summaries: dict[str, dict[str, Any]], path: str | Path, title: str = "") -> Path:
@@ -36,8 +39,7 @@ def plot_learning_curves(summaries: dict[str, dict[str, Any]], path: str | Path,
     else:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     plt.close(fig)
-    return path
+    return atomic_write_bytes(path, buf.getvalue())  # a reader never sees half a PNG

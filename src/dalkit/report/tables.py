@@ -47,7 +47,19 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
         aubc([by_seed[s][k]["n_labeled"] for k in common], [by_seed[s][k]["test_acc"] for k in common])
         for s in seeds
     ]
+    robust: dict[str, dict[str, float]] = {}
+    for metric in ROBUST_METRICS:  # corrupted-set mean, FGSM, PGD accuracy: AUBC like the clean one
+        if common and all(metric in by_seed[s][k] for s in seeds for k in common):
+            vals = [aubc([by_seed[s][k]["n_labeled"] for k in common],
+                         [by_seed[s][k][metric] for k in common]) for s in seeds]
+            finals = [by_seed[s][common[-1]][metric] for s in seeds]
+            robust[metric] = {"aubc_mean": float(np.mean(vals)), "aubc_std": float(np.std(vals)),
+                              "final_mean": float(np.mean(finals)), "final_std": float(np.std(finals))}
+    if common and all("n_ood_labeled" in by_seed[s][common[-1]] for s in seeds):
+        ood = [by_seed[s][common[-1]]["n_ood_labeled"] for s in seeds]
+        robust["n_ood_labeled"] = {"final_mean": float(np.mean(ood)), "final_std": float(np.std(ood))}
     return {
+        "robust": robust,
         "seeds": seeds, "rounds": rows,
         "aubc_mean": float(np.mean(per_seed)), "aubc_std": float(np.std(per_seed)),
         "final_acc_mean": rows[-1]["acc_mean"] if rows else float("nan"),
@@ -56,19 +68,27 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+ROBUST_METRICS = ("corrupt_acc_mean", "fgsm_acc", "pgd_acc")
+_ROBUST_HEADS = {"corrupt_acc_mean": "AUBC corrupted", "fgsm_acc": "AUBC FGSM", "pgd_acc": "AUBC PGD"}
+
+
 def load_run(path: str | Path) -> tuple[str, list[dict[str, Any]]]:
     """(label, records) of a run directory.
 
     Raises:
-        RunDirectoryError: not a run directory.
+        RunDirectoryError: not a run directory, no completed round, or damaged records.
     """
-    from dalkit.experiment.rundir import RunDirectory
+    from dalkit.experiment.rundir import RunDirectory, check_records
 
     rd = RunDirectory(path)
-    if not rd.rounds_path.exists():
+    if not rd.rounds_path.is_file():
         raise RunDirectoryError(f"{path} is not a run directory (no rounds.jsonl)")
     label = rd.read_config().method if rd.config_path.exists() else Path(path).name
-    return label, rd.read_rounds()
+    records = rd.read_rounds()
+    if not records:
+        raise RunDirectoryError(f"{rd.rounds_path} has no completed rounds yet")
+    check_records(records, rd.rounds_path)
+    return label, records
 
 
 def _pm(mean: float, std: float) -> str:
@@ -78,13 +98,21 @@ def _pm(mean: float, std: float) -> str:
 def markdown_table(summaries: dict[str, dict[str, Any]]) -> str:
     """Markdown: one row per method; accuracy (%) mean ± std per labeled count, AUBC, query s/round."""
     counts = sorted({row["n_labeled"] for s in summaries.values() for row in s["rounds"]})
-    head = ["method", *[str(c) for c in counts], "AUBC", "query s/round"]
+    extra = [m for m in ROBUST_METRICS if any(m in s.get("robust", {}) for s in summaries.values())]
+    ood = any("n_ood_labeled" in s.get("robust", {}) for s in summaries.values())
+    head = ["method", *[str(c) for c in counts], "AUBC", *[_ROBUST_HEADS[m] for m in extra],
+            *(["OOD labeled"] if ood else []), "query s/round"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, s in summaries.items():
         by_n = {row["n_labeled"]: row for row in s["rounds"]}
         cells = [_pm(by_n[c]["acc_mean"], by_n[c]["acc_std"]) if c in by_n else "" for c in counts]
-        lines.append("| " + " | ".join([name, *cells, _pm(s["aubc_mean"], s["aubc_std"]),
-                                         f"{s['query_s_mean']:.2f}"]) + " |")
+        rob = s.get("robust", {})
+        cells += [_pm(rob[m]["aubc_mean"], rob[m]["aubc_std"]) if m in rob else "" for m in extra]
+        if ood:
+            o = rob.get("n_ood_labeled")
+            cells.append(f"{o['final_mean']:.1f} ± {o['final_std']:.1f}" if o else "")
+        lines.append("| " + " | ".join([name, *cells[:len(counts)], _pm(s["aubc_mean"], s["aubc_std"]),
+                                         *cells[len(counts):], f"{s['query_s_mean']:.2f}"]) + " |")
     return "\n".join(lines)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dalkit.checks import check_field_types, short
 from dalkit.errors import ConfigError
 
 
@@ -39,11 +40,12 @@ class TrainConfig:
     eval_batch_size: int = 1024
 
     def __post_init__(self) -> None:
+        check_field_types(self, "train.")
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
         if self.optimizer not in ("adam", "sgd"):
-            raise ConfigError(f"train.optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+            raise ConfigError(f"train.optimizer must be 'adam' or 'sgd', got {short(self.optimizer)}")
         if not self.lr > 0:
             raise ConfigError(f"train.lr must be positive, got {self.lr}")
         for name in ("weight_decay", "min_steps", "crop_padding"):

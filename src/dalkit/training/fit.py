@@ -23,6 +23,14 @@ class Batch:
         y: labels [B].
         x_adv: adversarial counterparts [B, C, H, W] or None; rows where ``paired`` is False are unused.
         paired: bool [B], True where the sample has an adversarial counterpart.
+        x_raw: the same labeled inputs before crop/flip [B, C, H, W] (recipes with their own views).
+        idx: positions of the batch's samples in the :class:`TrainSet` [B] (per-sample state, e.g.
+            feature queues).
+        num_labeled: size of the labeled set M.
+        u: un-augmented unlabeled inputs [mu * B, C, H, W] in [0, 1] when the recipe asked for them
+            (``unlabeled_ratio`` > 0), else None.
+        generator: the loop's seeded CPU generator, for the recipe's own random augmentations.
+        step: index of this optimiser step (0-based) in the round.
         epoch, epochs: this batch's epoch (0-based) and the round's number of epochs (schedules inside a
             recipe, e.g. loss prediction detaching its features after 60 % of the epochs).
     """
@@ -31,6 +39,12 @@ class Batch:
     y: Tensor
     x_adv: Tensor | None = None
     paired: Tensor | None = None
+    x_raw: Tensor | None = None
+    idx: Tensor | None = None
+    num_labeled: int = 0
+    u: Tensor | None = None
+    generator: torch.Generator | None = None
+    step: int = 0
     epoch: int = 0
     epochs: int = 1
 
@@ -43,12 +57,14 @@ class TrainSet:
         images: uint8 [M, C, H, W]; labels: [M].
         adv_images: float [M, C, H, W] counterparts (rows without one are ignored) or None.
         paired: bool [M] or None.
+        unlabeled: uint8 [U, C, H, W] unlabeled images for semi-supervised recipes, or None.
     """
 
     images: Tensor
     labels: Tensor
     adv_images: Tensor | None = None
     paired: Tensor | None = None
+    unlabeled: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -56,6 +72,23 @@ class TrainSet:
 
 StepFn = Callable[[nn.Module, Batch], Tensor]
 """A step function maps (model, batch) to the scalar loss to minimise."""
+
+
+class _UnlabeledStream:
+    """Endless slices of seeded ``randperm``s over the unlabeled images (a new permutation whenever one
+    is used up, so every image is drawn once per pass)."""
+
+    def __init__(self, images: Tensor, generator: torch.Generator) -> None:
+        self.images = images
+        self.generator = generator
+        self.order = torch.empty(0, dtype=torch.long)
+
+    def take(self, k: int) -> Tensor:
+        n = self.images.shape[0]
+        while self.order.numel() < k:
+            self.order = torch.cat([self.order, torch.randperm(n, generator=self.generator)])
+        idx, self.order = self.order[:k], self.order[k:]
+        return to_float(self.images[idx.to(self.images.device)])
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -74,11 +107,16 @@ def fit(
     device: torch.device | str = "cpu",
     progress: bool = False,
     desc: str = "train",
+    unlabeled_ratio: int = 0,
 ) -> dict[str, float]:
     """Train ``model`` on ``data`` with the loss given by ``step``.
 
     Batches are slices of a seeded ``randperm``; crop/flip augmentation runs on the whole batch
-    (an adversarial counterpart gets the same crop and flip as its original).
+    (an adversarial counterpart gets the same crop and flip as its original).  A semi-supervised recipe
+    declares ``unlabeled_ratio`` = mu: each labeled batch of B samples then comes with mu * B
+    un-augmented unlabeled inputs (``batch.u``) drawn from ``data.unlabeled``; the recipe makes its own
+    weak/strong views.  With ``unlabeled_ratio`` = 0 nothing else is drawn from ``generator``, so
+    supervised and adversarial recipes see exactly the random stream they always did.
 
     Args:
         model: the model (moved to ``device`` by the caller).
@@ -87,12 +125,20 @@ def fit(
         cfg: optimiser and schedule.
         generator: seeded CPU generator for shuffling and augmentation.
         progress: show a tqdm bar over epochs.
+        unlabeled_ratio: mu, unlabeled samples per labeled sample in a batch (0: none).
     Returns:
         {"loss": mean loss of the last epoch, "steps": optimiser steps taken}.
     """
     n = len(data)
     if n == 0:
         raise ValueError("cannot train on an empty labeled set")
+    if unlabeled_ratio < 0:
+        raise ValueError(f"unlabeled_ratio must be >= 0, got {unlabeled_ratio}")
+    stream = None
+    if unlabeled_ratio > 0:
+        if data.unlabeled is None or data.unlabeled.shape[0] == 0:
+            raise ValueError("this recipe trains on unlabeled batches; the train set has no unlabeled images")
+        stream = _UnlabeledStream(data.unlabeled.to(device), generator)
     opt = make_optimizer(model, cfg)
     steps_per_epoch = max(1, -(-n // cfg.batch_size))
     epochs = max(cfg.epochs, -(-cfg.min_steps // steps_per_epoch)) if cfg.min_steps else cfg.epochs
@@ -112,7 +158,7 @@ def fit(
         total, count = 0.0, 0
         for start in range(0, n, cfg.batch_size):
             idx = perm[start:start + cfg.batch_size]
-            x = to_float(images[idx])
+            x = x_raw = to_float(images[idx])
             x_adv = adv[idx] if adv is not None else None
             if augment:
                 if x_adv is not None:  # identical crop/flip for both halves of a pair
@@ -120,8 +166,10 @@ def fit(
                     x, x_adv = both.split(x.shape[1], dim=1)
                 else:
                     x = augment_batch(x, cfg.crop_padding, cfg.hflip, generator)
-            batch = Batch(x, labels[idx], x_adv, paired[idx] if paired is not None else None,
-                          epoch=epoch, epochs=epochs)
+            u = stream.take(unlabeled_ratio * len(idx)) if stream is not None else None
+            batch = Batch(x, labels[idx], x_adv, paired[idx] if paired is not None else None, x_raw=x_raw,
+                          idx=idx, num_labeled=n, u=u, generator=generator, step=steps, epoch=epoch,
+                          epochs=epochs)
             loss = step(model, batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()

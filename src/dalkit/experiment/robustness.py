@@ -1,0 +1,92 @@
+"""The robustness settings of an experiment (DM2 paper, Tables 3 and 5; CIFAR-10s): validation of the
+config fields and the data they produce — corrupted test sets, a long-tailed pool, an open-set pool."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from dalkit.data.corruptions import corrupt, parse_corruptions
+from dalkit.data.dataset import ImageDataset
+from dalkit.data.poolnoise import add_open_set, long_tail_indices
+from dalkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from dalkit.experiment.config import ExperimentConfig
+
+OPEN_SET_ORACLES = ("discard", "random-label")
+_CORRUPT_SEED = 777  # corrupted test sets are the same for every method and seed
+_OPEN_SET_SEED = 4242
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_robustness_fields(cfg: ExperimentConfig) -> None:
+    """Validate (and normalise ``test_corruptions`` of) a config in place.
+
+    Raises:
+        ConfigError: naming the field and the bad value.
+    """
+    object.__setattr__(cfg, "test_corruptions", parse_corruptions(
+        list(cfg.test_corruptions) if isinstance(cfg.test_corruptions, tuple) else cfg.test_corruptions))
+    eps = cfg.attack_epsilon
+    if eps is not None and not (_number(eps) and 0 < eps <= 1):
+        raise ConfigError(f"attack_epsilon must lie in (0, 1] (pixel units) or be null, got {eps!r}")
+    if not isinstance(cfg.pgd_steps, int) or isinstance(cfg.pgd_steps, bool) or cfg.pgd_steps < 1:
+        raise ConfigError(f"pgd_steps must be a positive integer, got {cfg.pgd_steps!r}")
+    if not (_number(cfg.open_set_fraction) and 0 <= cfg.open_set_fraction < 1):
+        raise ConfigError(f"open_set_fraction must lie in [0, 1), got {cfg.open_set_fraction!r}")
+    if cfg.open_set_oracle not in OPEN_SET_ORACLES:
+        raise ConfigError(f"open_set_oracle must be one of {', '.join(OPEN_SET_ORACLES)}, "
+                          f"got {cfg.open_set_oracle!r}")
+    if not isinstance(cfg.open_set_source, str):
+        raise ConfigError(f"open_set_source must be 'photos' or a dataset name, got {cfg.open_set_source!r}")
+    if cfg.open_set_source != "photos":
+        from dalkit.data import DATASETS
+
+        DATASETS.get(cfg.open_set_source)
+    ratio = cfg.imbalance_ratio
+    if ratio is not None and not (_number(ratio) and ratio >= 1):
+        raise ConfigError(f"imbalance_ratio must be a number >= 1 (head/tail) or null, got {ratio!r}")
+
+
+@dataclass
+class RobustData:
+    """What the robustness settings add to the prepared data.
+
+    Attributes:
+        ood_mask: bool [N_pool], True for out-of-distribution pool images (all False without open set).
+        corrupted: {"name:severity": uint8 corrupted test images}.
+    """
+
+    ood_mask: Tensor
+    corrupted: dict[str, Tensor]
+
+
+def perturb_pool(cfg: ExperimentConfig, pool: ImageDataset) -> tuple[ImageDataset, Tensor]:
+    """Apply the long tail, then the open-set images, to the pool: (pool, ood_mask)."""
+    if cfg.imbalance_ratio is not None and cfg.imbalance_ratio > 1:
+        pool = pool.subset(long_tail_indices(pool.labels, pool.num_classes, float(cfg.imbalance_ratio),
+                                             _OPEN_SET_SEED))
+    if cfg.open_set_fraction > 0:
+        return add_open_set(pool, float(cfg.open_set_fraction), cfg.open_set_source, _OPEN_SET_SEED,
+                            cfg.data_root)
+    return pool, torch.zeros(len(pool), dtype=torch.bool)
+
+
+def corrupted_test_sets(cfg: ExperimentConfig, test: ImageDataset) -> dict[str, Tensor]:
+    """The configured corruptions of the test images, each seeded by its position-independent name."""
+    out = {}
+    for key in cfg.test_corruptions:
+        name, sev = key.split(":")
+        seed = _CORRUPT_SEED + sum(map(ord, name)) * 10 + int(sev)
+        out[key] = corrupt(test.images, name, int(sev), seed=seed)
+    return out
+
+
+__all__ = ["OPEN_SET_ORACLES", "RobustData", "check_robustness_fields", "corrupted_test_sets", "perturb_pool"]

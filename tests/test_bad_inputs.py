@@ -1,0 +1,279 @@
+"""The bad-input corpus: every entry is one distinct bad input given to the CLI.  Each must end with
+exit code 2, exactly one line on stderr (no traceback), and every file under the test's directory —
+the completed run directory in it included — byte-for-byte as before.  Add an entry per new bad input.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dalkit.cli import main
+from dalkit.experiment import ExperimentConfig, run_experiment
+from dalkit.training import TrainConfig
+
+BASE = ["--dataset", "digits", "--method", "random", "--initial-size", "10", "--budget", "5", "--rounds", "1",
+        "--seeds", "0", "--epochs", "1", "--batch-size", "32", "--min-steps", "2", "--device", "cpu",
+        "--out", "{T}/out", "--quiet"]
+N_DIGITS = 1497  # samples in the digits training split
+
+
+def R(*extra: str) -> list[str]:
+    """``dalkit run`` of the completed run in ``{T}/out`` with ``extra`` flags appended (later flags win)."""
+    return ["run", *BASE, *extra]
+
+
+def NEW(*extra: str) -> list[str]:
+    """As :func:`R` but into a fresh directory ``{T}/new``."""
+    return R("--out", "{T}/new", *extra)
+
+
+def CFG(*drop: str) -> list[str]:
+    """``dalkit run {T}/c.yaml`` with the BASE flags less those in ``drop`` (so the file's value counts)."""
+    argv, skip = ["run", "{T}/c.yaml"], False
+    for a in BASE:
+        if skip:
+            skip = False
+            continue
+        if a in drop:
+            skip = True
+            continue
+        argv.append(a)
+    return argv
+
+
+def _write(name: str, data: bytes | str) -> Callable[[Path], None]:
+    def setup(t: Path) -> None:
+        path = t / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return setup
+
+
+def _npy(name: str, arr: np.ndarray) -> Callable[[Path], None]:
+    def setup(t: Path) -> None:
+        np.save(t / name, arr)
+    return setup
+
+
+def _npz(t: Path) -> None:
+    np.savez(t / "f.npz", a=np.zeros((N_DIGITS, 4), np.float32))
+
+
+def _edit_rounds(edit: Callable[[list[dict]], list]) -> Callable[[Path], None]:
+    def setup(t: Path) -> None:
+        path = t / "out" / "rounds.jsonl"
+        recs = [json.loads(line) for line in path.read_text().splitlines()]
+        path.write_text("".join(json.dumps(r) + "\n" for r in edit(recs)))
+    return setup
+
+
+def _set(rec: dict, **kw) -> dict:
+    return {**rec, **kw}
+
+
+def _bad_gz(t: Path) -> None:
+    folder = t / "data" / "mnist"
+    folder.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        good = gzip.compress(b"\x00\x00\x08\x03" + b"\x00" * 64)
+        (folder / f"{name}.gz").write_bytes(good[: len(good) // 2] + b"garbage")
+
+
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(  # 9**9 values, a few hundred bytes
+    f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+) + "dataset: *i\n"
+
+# (id, setup or None, argv with {T} for the test directory, expected substring of the error line)
+CORPUS: list[tuple[str, Callable[[Path], None] | None, list[str], str]] = [
+    # --- flags
+    ("empty-seeds", None, R("--seeds", ""), "--seeds"),
+    ("empty-method", None, R("--method", ""), "--method"),
+    ("empty-out", None, R("--out", ""), "--out"),
+    ("seeds-hole", None, R("--seeds", "0,,1"), "--seeds"),
+    ("seeds-word", None, R("--seeds", "a"), "--seeds"),
+    ("seeds-negative", None, R("--seeds", "-1"), "seeds"),
+    ("seeds-duplicate", None, R("--seeds", "0,0"), "seeds"),
+    ("method-trailing-comma", None, R("--method", "random,"), "--method"),
+    ("method-unknown", None, R("--method", "dm3"), "unknown method"),
+    ("dataset-unknown", None, R("--dataset", "imagenet"), "unknown dataset"),
+    ("model-unknown", None, R("--model", "alexnet"), "unknown model"),
+    ("budget-zero", None, R("--budget", "0"), "budget"),
+    ("budget-negative", None, R("--budget", "-1"), "budget"),
+    ("budget-word", None, R("--budget", "abc"), "--budget"),
+    ("initial-zero", None, R("--initial-size", "0"), "initial_size"),
+    ("rounds-negative", None, R("--rounds", "-1"), "rounds"),
+    ("epochs-float", None, R("--epochs", "1.5"), "--epochs"),
+    ("epochs-zero", None, R("--epochs", "0"), "epochs"),
+    ("batch-size-zero", None, R("--batch-size", "0"), "batch_size"),
+    ("lr-nan", None, R("--lr", "nan"), "lr"),
+    ("lr-inf", None, R("--lr", "inf"), "lr"),
+    ("lr-negative", None, R("--lr", "-0.1"), "lr"),
+    ("lr-zero", None, R("--lr", "0"), "lr"),
+    ("optimizer-unknown", None, R("--optimizer", "rmsprop"), "--optimizer"),
+    ("pool-larger-than-dataset", None, R("--pool-size", "100000"), "pool_size"),
+    ("test-larger-than-dataset", None, R("--test-size", "100000"), "test_size"),
+    ("pool-zero", None, R("--pool-size", "0"), "pool_size"),
+    ("device-unknown", None, R("--device", "tpu"), "device"),
+    ("device-cuda-absent", None, R("--device", "cuda"), "CUDA"),
+    ("dropout-above-one", None, R("--model-dropout", "1.5"), "model_dropout"),
+    ("dropout-nan", None, R("--model-dropout", "nan"), "model_dropout"),
+    ("budget-exceeds-pool", None, R("--budget", "900", "--rounds", "2"), "exceeds"),
+    ("different-experiment", None, R("--method", "entropy"), "different experiment"),
+    ("unknown-flag", None, R("--bogus"), "--bogus"),
+    # --- strategy and recipe options
+    ("option-unknown", None, R("--option", "bogus=1"), "bogus"),
+    ("option-no-equals", None, R("--option", "noequals"), "KEY=VALUE"),
+    ("option-int-as-float", None, R("--method", "dm2", "--option", "n_neighbors=2.5"), "n_neighbors"),
+    ("option-int-as-bool", None, R("--method", "dm2", "--option", "n_neighbors=true"), "n_neighbors"),
+    ("option-int-as-word", None, R("--method", "dm2", "--option", "n_neighbors=many"), "n_neighbors"),
+    ("option-candidates-zero", None, R("--method", "dm2", "--option", "candidates=0"), "candidates"),
+    ("option-batch-size-zero", None, R("--method", "dm2", "--option", "batch_size=0"), "batch_size"),
+    ("option-neighbours-beyond-pool", None, R("--method", "dm2", "--option", "n_neighbors=1490"),
+     "n_neighbors"),
+    ("option-float-as-bool", None, R("--method", "dm2", "--option", "lam=true"), "lam"),
+    ("option-float-nan", None, R("--method", "dm2", "--option", "lam=.nan"), "lam"),
+    ("option-str-as-int", None, R("--method", "dm2", "--option", "mixing=3"), "mixing"),
+    ("option-bald-k-float", None, R("--method", "bald", "--option", "k=2.5"), "k"),
+    ("option-bald-k-bool", None, R("--method", "bald", "--option", "k=true"), "k"),
+    ("per-method-option-unknown", None, R("--option", "random.bogus=1"), "bogus"),
+    ("recipe-option-label", None, R("--method", "dm2-at", "--recipe-option", "label=oracle"), "label"),
+    ("recipe-option-epsilon-range", None, R("--method", "dm2-at", "--recipe-option", "epsilon=2"), "epsilon"),
+    ("recipe-option-epsilon-bool", None, R("--method", "dm2-at", "--recipe-option", "epsilon=true"),
+     "epsilon"),
+    ("recipe-unknown", None, R("--recipe", "bogus"), "unknown recipe"),
+    # --- features
+    ("features-missing-file", None, R("--method", "coreset", "--option", "source=features", "--features",
+                                      "{T}/none.npy"), "features"),
+    ("features-string-dtype", _npy("f.npy", np.array([["a"] * 4] * N_DIGITS)),
+     R("--method", "coreset", "--option", "source=features", "--features", "{T}/f.npy"), "dtype"),
+    ("features-zero-width", _npy("f.npy", np.zeros((N_DIGITS, 0), np.float32)),
+     R("--method", "coreset", "--option", "source=features", "--features", "{T}/f.npy"), "features"),
+    ("features-npz", _npz, R("--method", "coreset", "--option", "source=features", "--features", "{T}/f.npz"),
+     "npz"),
+    ("features-text-file", _write("f.npy", "1,2,3\n"),
+     R("--method", "coreset", "--option", "source=features", "--features", "{T}/f.npy"), "features"),
+    ("features-wrong-rows", _npy("f.npy", np.zeros((10, 4), np.float32)),
+     R("--method", "coreset", "--option", "source=features", "--features", "{T}/f.npy"), "N_train"),
+    ("features-nan", _npy("f.npy", np.full((N_DIGITS, 4), np.nan, np.float32)),
+     R("--method", "coreset", "--option", "source=features", "--features", "{T}/f.npy"), "NaN"),
+    ("features-object-pickle", _npy("f.npy", np.array([{"a": 1}] * N_DIGITS, dtype=object)),
+     R("--method", "coreset", "--option", "source=features", "--features", "{T}/f.npy"), "features"),
+    ("features-not-read", _npy("f.npy", np.zeros((N_DIGITS, 4), np.float32)),
+     R("--features", "{T}/f.npy"), "does not read"),
+    ("features-needed-absent", None, R("--method", "coreset", "--option", "source=features"), "features"),
+    # --- data files
+    ("data-root-missing", None, R("--dataset", "mnist", "--data-root", "{T}/nonexistent"), "missing file"),
+    ("data-corrupt-gz", _bad_gz, R("--dataset", "mnist", "--data-root", "{T}/data"), "mnist"),
+    # --- config files
+    ("config-not-utf8", _write("c.yaml", b"dataset: digits\nmethod: \xff\xfe\n"), CFG(),
+     "UTF-8"),
+    ("config-alias-bomb", _write("c.yaml", ALIAS_BOMB), CFG(), "aliases"),
+    ("config-oversized", _write("c.yaml", "# padding\n" * 200_000), CFG(), "MiB"),
+    ("config-not-yaml", _write("c.yaml", "a: [1, 2\n"), CFG(), "YAML"),
+    ("config-a-list", _write("c.yaml", "- 1\n- 2\n"), CFG(), "mapping"),
+    ("config-epochs-word", _write("c.yaml", "train: {epochs: abc}\n"), CFG("--epochs"), "epochs"),
+    ("config-epochs-float", _write("c.yaml", "train: {epochs: 1.5}\n"), CFG("--epochs"), "epochs"),
+    ("config-epochs-bool", _write("c.yaml", "train: {epochs: true}\n"), CFG("--epochs"), "epochs"),
+    ("config-hflip-int", _write("c.yaml", "train: {hflip: 1}\n"), CFG(), "hflip"),
+    ("config-lr-nan", _write("c.yaml", "train: {lr: .nan}\n"), CFG(), "lr"),
+    ("config-pool-size-bool", _write("c.yaml", "pool_size: true\n"), CFG(), "pool_size"),
+    ("config-train-not-mapping", _write("c.yaml", "train: 5\n"), CFG(), "train"),
+    ("config-unknown-field", _write("c.yaml", "bogus: 1\n"), CFG(), "bogus"),
+    ("config-unknown-train-field", _write("c.yaml", "train: {bogus: 1}\n"), CFG(),
+     "bogus"),
+    ("config-initial-size-bool", _write("c.yaml", "initial_size: true\n"),
+     CFG("--initial-size"), "initial_size"),
+    ("config-seeds-bool", _write("c.yaml", "seeds: [true]\n"),
+     CFG("--seeds"), "seeds"),
+    ("config-pool-size-float", _write("c.yaml", "pool_size: 200.5\n"), CFG(),
+     "pool_size"),
+    ("config-options-not-mapping", _write("c.yaml", "strategy_options: [1]\n"), CFG(),
+     "strategy_options"),
+    ("config-missing", None, ["run", "{T}/none.yaml", *BASE], "cannot read"),
+    ("config-is-directory", None, ["run", "{T}/out", *BASE], "cannot read"),
+    # --- output paths
+    ("out-is-a-file", _write("afile", "x"), R("--out", "{T}/afile"), "afile"),
+    ("out-under-a-file", _write("afile", "x"), R("--out", "{T}/afile/run"), "afile"),
+    ("report-plot-is-directory", None, ["report", "{T}/out", "--plot", "{T}/out"], "directory"),
+    ("report-markdown-is-directory", None, ["report", "{T}/out", "--markdown", "{T}/out", "--plot",
+                                            "{T}/p.png"], "directory"),
+    ("report-plot-under-a-file", _write("afile", "x"), ["report", "{T}/out", "--plot", "{T}/afile/p.png"],
+     "afile"),
+    ("report-not-a-run-directory", None, ["report", "{T}"], "not a run directory"),
+    # --- damaged run directories, given to report or met on resume
+    ("report-empty-rounds", _write("out/rounds.jsonl", ""), ["report", "{T}/out", "--plot", "{T}/p.png"],
+     "no completed rounds"),
+    ("report-missing-key", _edit_rounds(lambda rs: [{k: v for k, v in r.items() if k != "test_acc"}
+                                                    for r in rs]),
+     ["report", "{T}/out", "--plot", "{T}/p.png"], "test_acc"),
+    ("report-json-list-line", _edit_rounds(lambda rs: [[1, 2], *rs]), ["report", "{T}/out", "--plot",
+                                                                        "{T}/p.png"], "line 1"),
+    ("report-duplicate-round", _edit_rounds(lambda rs: rs + rs), ["report", "{T}/out", "--plot", "{T}/p.png"],
+     "more than once"),
+    ("report-acc-out-of-range", _edit_rounds(lambda rs: [_set(r, test_acc=7.5) for r in rs]),
+     ["report", "{T}/out", "--plot", "{T}/p.png"], "test_acc"),
+    ("resume-duplicate-round", _edit_rounds(lambda rs: rs[:1] + rs[:1]), R(), "more than once"),
+    ("resume-skipped-round", _edit_rounds(lambda rs: [_set(rs[0], round=1)]), R(), "instead of 0..0"),
+    ("resume-index-out-of-range", _edit_rounds(lambda rs: [_set(rs[0], selected=[5000, 1, 2, 3, 4])]), R(),
+     "outside the pool"),
+    ("resume-index-repeated", _edit_rounds(lambda rs: [_set(rs[0], selected=[1, 1, 2, 3, 4])]), R(), "twice"),
+    ("resume-wrong-count", _edit_rounds(lambda rs: [_set(rs[0], selected=[1, 2])]), R(), "expected 5"),
+    ("resume-index-not-int", _edit_rounds(lambda rs: [_set(rs[0], selected=["a", 1, 2, 3, 4])]), R(),
+     "pool index"),
+    ("resume-wrong-n-labeled", _edit_rounds(lambda rs: [_set(rs[0], n_labeled=99)]), R(), "labeled"),
+    ("resume-missing-selected",
+     _edit_rounds(lambda rs: [{k: v for k, v in rs[0].items() if k != "selected"}]), R(), "selected"),
+    ("resume-too-many-rounds", _edit_rounds(lambda rs: rs + [_set(rs[-1], round=2, selected=[])]), R(),
+     "more than"),
+]
+
+
+@pytest.fixture(scope="session")
+def completed(tmp_path_factory, digits) -> Path:
+    """A finished digits run (the one BASE describes) to copy into each test."""
+    run_dir = tmp_path_factory.mktemp("completed") / "out"
+    cfg = ExperimentConfig(dataset="digits", method="random", initial_size=10, budget=5, rounds=1, seeds=(0,),
+                           train=TrainConfig(epochs=1, batch_size=32, min_steps=2), device="cpu")
+    run_experiment(cfg, run_dir, splits=digits, progress=False)
+    return run_dir
+
+
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every path under ``root`` with its bytes (None for directories)."""
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
+            for p in sorted(root.rglob("*"))}
+
+
+def test_the_corpus_is_large_and_distinct():
+    ids = [c[0] for c in CORPUS]
+    assert len(ids) == len(set(ids)) and len(ids) >= 60
+    inputs = [(c[1], tuple(c[2])) for c in CORPUS]
+    assert len({repr(i) for i in inputs}) == len(inputs)
+
+
+@pytest.mark.parametrize(("setup", "argv", "expected"), [c[1:] for c in CORPUS], ids=[c[0] for c in CORPUS])
+def test_bad_input(capsys, tmp_path, completed, setup, argv, expected):
+    shutil.copytree(completed, tmp_path / "out")
+    if setup is not None:
+        setup(tmp_path)
+    before = snapshot(tmp_path)
+    try:
+        rc = main([a.replace("{T}", str(tmp_path)) for a in argv])
+    except SystemExit as exc:  # argparse --help and the like; a usage error must return, not exit
+        rc = exc.code
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert rc == 2, f"exit code {rc}; stderr: {err[-2000:]}"
+    assert "Traceback" not in err + out
+    assert len(lines) == 1, f"expected one line on stderr, got {err[:2000]!r}"
+    assert lines[0].startswith("dalkit: error: ") and len(lines[0]) <= 500
+    assert expected in lines[0]
+    assert snapshot(tmp_path) == before, "a bad input changed files on disk"
