@@ -100,6 +100,9 @@ NOT_SCORE_BASED = {
     "noise-stability": "feature-deviation score: tests/strategies/test_noise_stability.py",
     "probcover": "graph cover: tests/strategies/test_probcover.py",
     "uncertain-gcn": "GCN ranking: tests/strategies/test_uncertain_gcn.py",
+    "lplgrad": "per-sample gradient norms: tests/strategies/test_gradnorm.py against a backward loop",
+    "ent-gradnorm": "per-sample gradient norms: tests/strategies/test_gradnorm.py against a backward loop",
+    "learning-loss": "predicted loss: tests/strategies/test_gradnorm.py, one sample at a time",
 }
 
 
