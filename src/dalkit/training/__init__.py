@@ -11,6 +11,13 @@ __all__ = [
     "paired_loss", "predict", "supervised_step",
 ]
 
-from dalkit.training.recipes import RECIPES, AdversarialPairs, Supervised, create_recipe  # noqa: E402
+from dalkit.training.recipes import (  # noqa: E402
+    RECIPES,
+    AdversarialPairs,
+    FixMatch,
+    FreeMatch,
+    Supervised,
+    create_recipe,
+)
 
-__all__ += ["RECIPES", "AdversarialPairs", "Supervised", "create_recipe"]
+__all__ += ["RECIPES", "AdversarialPairs", "FixMatch", "FreeMatch", "Supervised", "create_recipe"]
