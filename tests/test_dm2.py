@@ -307,3 +307,27 @@ def test_offset_on_digits_equals_shifted_ranking(make_context):
 def test_bad_options_raise_config_error(bad):
     with pytest.raises(ConfigError):
         create_strategy("dm2", **bad)
+
+
+def test_knn_recall_reported_in_selection_info(digits_model, digits_pool):
+    """Selection.info["knn_recall"] equals the recall of the shortlist against exact search (all
+    anchors sampled), and is absent on the exact path."""
+    from dalkit.strategies import QueryContext, create_strategy, query
+    from dalkit.strategies.pairwise import knn, neighbour_recall
+
+    def ctx():
+        return QueryContext(digits_model, digits_pool.images, torch.arange(10), digits_pool.labels[:10], 10,
+                            torch.Generator().manual_seed(0))
+
+    c = ctx()
+    sel = query(create_strategy("dm2", candidates=6, recall_sample=10_000), c, 5)
+    emb = c.embeddings()
+    _, approx = knn(emb, None, 5, "combined", True, 6)
+    _, exact = knn(emb, None, 5, "combined", True, None)
+    assert sel.info["knn_recall"] == pytest.approx(neighbour_recall(approx, exact))
+    assert sel.info["knn_recall_anchors"] == emb.shape[0] and sel.info["knn_candidates"] == 6
+    assert sel.info["knn_recall"] < 1.0  # a 6-candidate shortlist misses some on 290 digits
+    assert query(create_strategy("dm2", candidates=None), ctx(), 5).info == {}
+    # the report does not change the selection
+    plain = query(create_strategy("dm2", candidates=6, recall_sample=0), ctx(), 5)
+    assert torch.equal(plain.indices, sel.indices)

@@ -72,6 +72,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if not all(methods):
             raise ConfigError(f"--method expects a name or a comma-separated list, got {short(args.method)}")
         values["method"] = methods if len(methods) != 1 else methods[0]
+    if args.preset:
+        values["preset"] = args.preset
     if args.test_corruptions:
         values["test_corruptions"] = [c.strip() for c in args.test_corruptions.split(",") if c.strip()]
     if args.seeds is not None:
@@ -232,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score a random R of the unlabeled pool each round ('full': all of it)")
     r.add_argument("--features", help=".npy features for strategies with an embedding source")
     r.add_argument("--device")
+    r.add_argument("--preset", help="named protocol preset, e.g. dm2-paper (explicit values win)")
     r.add_argument("--test-corruptions", metavar="NAME:SEV,...",
                    help="corrupted test sets evaluated every round, e.g. fog:3,rotate:2 or all:3")
     r.add_argument("--attack-epsilon", type=float, help="FGSM/PGD test accuracy at this L-inf radius")

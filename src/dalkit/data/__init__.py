@@ -62,7 +62,8 @@ class DatasetSpec:
         description: one line for ``dalkit datasets``.
         subdir: directory under the data root holding the files.
         family: "digits" (28x28 grey, Adam recipe) or "natural" (32x32 colour, SGD recipe).
-        fgsm_epsilon: DM2-AT default perturbation (the paper: 0.03 MNIST/SVHN, 0.1 CIFAR).
+        fgsm_epsilon: DM2-AT default perturbation (0.03 MNIST/SVHN as in the paper; 8/255 CIFAR, see
+            ``CIFAR_FGSM_EPSILON``).
         needs_files: False for datasets shipped inside an installed package.
     """
 
@@ -77,6 +78,13 @@ class DatasetSpec:
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
+
+# The DM2 paper's section 4.1 sets eps = 0.1 for CIFAR-10; its revision searches eps over 1/255-8/255
+# "for image input (pixel range [0, 1])".  0.1 is 3.2x the top of that grid, a perturbation that visibly
+# changes a 32x32 image; no CIFAR file can be had here to measure either, so the default follows the
+# revision's grid (its top, the closest to the original 0.03 of the digit sets).  The original reading
+# stays one option away: recipe_options epsilon: 0.1.
+CIFAR_FGSM_EPSILON = 8 / 255
 
 
 def _register(spec: DatasetSpec) -> None:
@@ -210,7 +218,7 @@ _register(
         "CIFAR-10, 50k/10k, 32x32 colour (python pickles: cifar-10-batches-py/)",
         "cifar10",
         family="natural",
-        fgsm_epsilon=0.1,
+        fgsm_epsilon=CIFAR_FGSM_EPSILON,
     )
 )
 _register(
@@ -220,7 +228,7 @@ _register(
         "CIFAR-100 (100 fine labels), 50k/10k, 32x32 colour (python pickles: cifar-100-python/)",
         "cifar100",
         family="natural",
-        fgsm_epsilon=0.1,
+        fgsm_epsilon=CIFAR_FGSM_EPSILON,
     )
 )
 _register(

@@ -14,6 +14,7 @@ from dalkit.checks import check_field_types, count_values, short
 from dalkit.data import DATASETS
 from dalkit.errors import ConfigError
 from dalkit.experiment.methods import resolve_method
+from dalkit.experiment.presets import apply_preset
 from dalkit.experiment.robustness import check_robustness_fields
 from dalkit.models import MODELS
 from dalkit.training.config import TrainConfig
@@ -181,7 +182,8 @@ def options_for(method: str, options: Any, methods: list[str]) -> Any:
 
 
 def config_from_dict(values: dict[str, Any]) -> list[ExperimentConfig]:
-    """Build configs from a mapping; ``method`` may be a list (one config per method).
+    """Build configs from a mapping; ``method`` may be a list (one config per method); ``preset`` names
+    a preset (:mod:`dalkit.experiment.presets`) applied under the mapping's values.
 
     With several methods, ``strategy_options``/``recipe_options`` may hold per-method sub-mappings
     (see :func:`options_for`).
@@ -191,7 +193,7 @@ def config_from_dict(values: dict[str, Any]) -> list[ExperimentConfig]:
     """
     if not isinstance(values, dict):
         raise ConfigError(f"a config must be a mapping of fields, got {type(values).__name__}")
-    values = dict(values)
+    values = apply_preset(values)  # "preset: dm2-paper" fills in values the mapping does not set
     methods = values.pop("method", "random")
     methods = methods if isinstance(methods, list) else [methods]
     if not methods:

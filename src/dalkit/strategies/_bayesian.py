@@ -22,6 +22,12 @@ def mean_entropy_scores(mc_probs: Tensor) -> Tensor:
     return -torch.special.xlogy(mean, mean).sum(1)
 
 
+def sum_entropy_scores(mc_probs: Tensor) -> Tensor:
+    """Sum over the K passes of each pass's entropy, sum_k H[p_k] (the baselines' reference code's
+    EntropyBayesian reading).  [K, N, C] -> [N]."""
+    return -torch.special.xlogy(mc_probs, mc_probs).sum(2).sum(0)
+
+
 def bald_scores(mc_probs: Tensor) -> Tensor:
     """BALD mutual information I[y; w | x, D] = H[mean_k p_k] - mean_k H[p_k].  [K, N, C] -> [N].
 
@@ -32,14 +38,20 @@ def bald_scores(mc_probs: Tensor) -> Tensor:
     return (mean_entropy_scores(mc_probs) - mean_h).clamp_min_(0.0)
 
 
-def _check_mc_options(name: str, k: int, p: float | None, k_min: int) -> None:
+MC_MODES = ("embedding", "blocks")
+
+
+def _check_mc_options(name: str, k: int, p: float | None, k_min: int, mc: str = "embedding") -> None:
+    if mc not in MC_MODES:
+        raise ConfigError(f"{name} mc must be 'embedding' (dropout on the embedding, BatchNorm in eval mode) "
+                          f"or 'blocks' (dropout after every block, train mode), got {mc!r}")
     if not isinstance(k, int) or k < k_min:
         raise ConfigError(f"{name} k (number of MC-dropout passes) must be an integer >= {k_min}, got {k!r}")
     if p is not None and not 0.0 < p < 1.0:
         raise ConfigError(f"{name} p (MC-dropout probability) must lie in (0, 1) or be None, got {p!r}")
 
 
-def mc_dropout_probs(ctx: QueryContext, k: int, p: float | None, name: str) -> Tensor:
+def mc_dropout_probs(ctx: QueryContext, k: int, p: float | None, name: str, mc: str = "embedding") -> Tensor:
     """``ctx.mc_probs(k, p)`` [K, U, C], with a model without dropout reported as a ConfigError.
 
     Raises:
@@ -52,7 +64,7 @@ def mc_dropout_probs(ctx: QueryContext, k: int, p: float | None, name: str) -> T
         raise ConfigError(advice)
     ctx.embeddings()  # the forward pass runs outside the try: its errors are not dropout errors
     try:
-        return ctx.mc_probs(k, p)
+        return ctx.mc_probs(k, p) if mc == "embedding" else ctx.mc_probs(k, p, mode=mc)
     except DalkitError:
         raise
     except ValueError as err:  # DalkitModel.mc_logits_from_embedding: dropout probability <= 0
@@ -71,16 +83,20 @@ class BALD:
     Options:
         k: number of MC-dropout passes K (>= 2; the paper samples 20 dropout masks).
         p: dropout probability for the MC passes; None = the model's own dropout (must be > 0).
+        mc: "embedding" (default: dropout on the cached embedding, BatchNorm in eval mode, K cheap
+            classifier passes) or "blocks" (dropout after every block, model in train mode, K full
+            passes: the baselines' reference code, ``--preset dm2-paper``).
     """
 
     k: int = 20
     p: float | None = None
+    mc: str = "embedding"
 
     def __post_init__(self) -> None:
-        _check_mc_options("bald", self.k, self.p, k_min=2)  # K = 1 makes I identically 0
+        _check_mc_options("bald", self.k, self.p, k_min=2, mc=self.mc)  # K = 1 makes I identically 0
 
     def select(self, ctx: QueryContext, budget: int) -> Selection:
-        scores = bald_scores(mc_dropout_probs(ctx, self.k, self.p, "bald"))
+        scores = bald_scores(mc_dropout_probs(ctx, self.k, self.p, "bald", self.mc))
         pos = top_k(scores, budget, ctx.generator)
         return Selection(ctx.unlabeled_idx[pos], scores[pos])
 
@@ -98,15 +114,24 @@ class EntropyBayesian:
     Options:
         k: number of MC-dropout passes K (>= 1).
         p: dropout probability for the MC passes; None = the model's own dropout (must be > 0).
+        mc: "embedding" (default) or "blocks", as for ``bald``.
+        score: "mean" (default: H[mean_k p_k], the entropy of the MC-averaged prediction, Gal et al.
+            2017 Eq. 1) or "sum" (sum_k H[p_k], the sum of per-pass entropies of the baselines'
+            reference code, ``--preset dm2-paper``).
     """
 
     k: int = 20
     p: float | None = None
+    mc: str = "embedding"
+    score: str = "mean"
 
     def __post_init__(self) -> None:
-        _check_mc_options("entropy-bayesian", self.k, self.p, k_min=1)
+        _check_mc_options("entropy-bayesian", self.k, self.p, k_min=1, mc=self.mc)
+        if self.score not in ("mean", "sum"):
+            raise ConfigError(f"entropy-bayesian score must be 'mean' or 'sum', got {self.score!r}")
 
     def select(self, ctx: QueryContext, budget: int) -> Selection:
-        scores = mean_entropy_scores(mc_dropout_probs(ctx, self.k, self.p, "entropy-bayesian"))
+        probs = mc_dropout_probs(ctx, self.k, self.p, "entropy-bayesian", self.mc)
+        scores = mean_entropy_scores(probs) if self.score == "mean" else sum_entropy_scores(probs)
         pos = top_k(scores, budget, ctx.generator)
         return Selection(ctx.unlabeled_idx[pos], scores[pos])

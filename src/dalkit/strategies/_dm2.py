@@ -10,7 +10,7 @@ from torch import Tensor
 
 from dalkit.errors import ConfigError
 from dalkit.strategies.base import QueryContext, Selection, register_strategy, top_k
-from dalkit.strategies.pairwise import knn
+from dalkit.strategies.pairwise import distances, knn, neighbour_recall
 
 
 def mixing_weights(dist: Tensor, weights: str, eps: float = 1e-8) -> Tensor:
@@ -65,6 +65,12 @@ class DM2:
         candidates: L2 shortlist size for the re-ranked kNN; None = exact search.
         offset: skip the ``offset`` least confident samples (the paper's Figure 1 study).
         batch_size: anchors per forward pass of mixed inputs.
+        recall_sample: anchors (seeded random) whose exact neighbours are computed each round to report
+            the shortlist's recall in ``Selection.info["knn_recall"]`` (0 = off; only with
+            ``candidates``).  Cost: recall_sample x U exact distances.
+
+    ``Selection.info``: ``knn_recall`` (fraction of the exact d_c neighbours the L2 shortlist
+    recovered on the sampled anchors), ``knn_recall_anchors``, ``knn_candidates``.
     """
 
     n_neighbors: int = 5
@@ -76,8 +82,11 @@ class DM2:
     candidates: int | None = 20
     offset: int = 0
     batch_size: int = 512
+    recall_sample: int = 64
 
     def __post_init__(self) -> None:
+        if not isinstance(self.recall_sample, int) or self.recall_sample < 0:
+            raise ConfigError(f"dm2 recall_sample must be an integer >= 0, got {self.recall_sample!r}")
         if self.n_neighbors < 1:
             raise ConfigError(f"dm2 n_neighbors must be >= 1, got {self.n_neighbors}")
         if self.mixing not in ("group", "pairs"):
@@ -160,7 +169,23 @@ class DM2:
                     conf[rows] = c.min(1).values.cpu()
         return -conf
 
+    def knn_recall(self, ctx: QueryContext) -> dict[str, float]:
+        """Recall of the shortlist kNN against exact search on ``recall_sample`` seeded anchors."""
+        if self.candidates is None or self.recall_sample == 0 or self.metric == "l2":
+            return {}
+        emb = ctx.embeddings().float()
+        _, nbr = self.neighbours(ctx)
+        n = nbr.shape[1]
+        g = torch.Generator().manual_seed(emb.shape[0])  # own stream: the selection's draws are unchanged
+        rows = torch.randperm(emb.shape[0], generator=g)[: self.recall_sample]
+        d = distances(emb[rows], emb, self.metric)  # [S, U] exact
+        d[torch.arange(rows.numel()), rows] = float("inf")
+        exact = d.topk(n, dim=1, largest=False).indices
+        return {"knn_recall": neighbour_recall(nbr[rows], exact), "knn_recall_anchors": int(rows.numel()),
+                "knn_candidates": int(self.candidates)}
+
     def select(self, ctx: QueryContext, budget: int) -> Selection:
         s = self.scores(ctx)
+        info = self.knn_recall(ctx)
         pos = top_k(s, budget, ctx.generator, offset=self.offset)
-        return Selection(ctx.unlabeled_idx[pos], s[pos])
+        return Selection(ctx.unlabeled_idx[pos], s[pos], info)

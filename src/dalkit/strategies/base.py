@@ -184,12 +184,26 @@ class QueryContext:
             raise ConfigError(f"embedding source must be 'model' or 'features', got {source!r}")
         return self._forward(which)[1]
 
-    def mc_probs(self, k: int, p: float | None = None, which: str = "unlabeled") -> Tensor:
+    def mc_probs(self, k: int, p: float | None = None, which: str = "unlabeled",
+                 mode: str = "embedding") -> Tensor:
         """K Monte-Carlo dropout predictions [K, N_which, C].
 
-        The model stays in eval mode (BatchNorm untouched); dropout masks are sampled on the cached
-        embeddings, so the K passes cost K classifier evaluations, batched.
+        ``mode="embedding"`` (default): the model stays in eval mode (BatchNorm untouched); dropout masks
+        are sampled on the cached embeddings, so the K passes cost K classifier evaluations, batched.
+        ``mode="blocks"``: dropout after every block with the model in train mode, K full forward passes
+        (the baselines' reference code; :mod:`dalkit.strategies.mc_dropout`).
         """
+        if mode == "blocks":
+            from dalkit.strategies.mc_dropout import mc_block_probs
+
+            p_eff = getattr(self.model, "dropout_p", 0.0) if p is None else p
+            if not p_eff > 0:
+                raise ValueError("MC dropout needs a dropout probability > 0 (model dropout is 0; pass p)")
+            return self.cached(("mc-blocks", k, p_eff, which), lambda: mc_block_probs(
+                self.model, self.pool_images[self._indices(which)], k, p_eff, self.generator, self.device,
+                self.batch_size))
+        if mode != "embedding":
+            raise ConfigError(f"MC dropout mode must be 'embedding' or 'blocks', got {mode!r}")
 
         def compute() -> Tensor:
             emb = self.embeddings(which)

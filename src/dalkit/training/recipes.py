@@ -39,8 +39,9 @@ class AdversarialPairs:
     paired with their originals; pairs train on 0.5 * (L(x, y) + L(H, y)) (Eq. 14).
 
     Options:
-        epsilon: FGSM step in [0, 1] pixel units; None = the dataset's default (0.03 MNIST/SVHN,
-            0.1 CIFAR; the revised paper searches 1/255..8/255).
+        epsilon: FGSM step in [0, 1] pixel units; None = the dataset's default (0.03 MNIST/SVHN as in
+            the paper's section 4.1; 8/255 CIFAR, the top of the revision's 1/255..8/255 grid, where
+            section 4.1 said 0.1: ``dalkit.data.CIFAR_FGSM_EPSILON``).
         label: "true" (section 4.1, the oracle's label) or "predicted" (the revision's Algorithm 2:
             the model's prediction at selection time) as the label whose loss FGSM ascends.
         regenerate: False (the paper) keeps counterparts fixed from selection time; True recomputes
