@@ -73,6 +73,35 @@ def digits_model(digits: DataSplits) -> DalkitModel:
 
 
 @pytest.fixture(scope="session")
+def digits_model_lp(digits: DataSplits) -> DalkitModel:
+    """A digit CNN trained with the loss-prediction recipe (it carries ``loss_module``)."""
+    from dalkit.training import create_recipe
+
+    idx = torch.randperm(len(digits.train), generator=torch.Generator().manual_seed(1))[:400]
+    data = digits.train
+    mean, std = channel_stats(data.images[idx])
+    torch.manual_seed(0)
+    recipe = create_recipe("loss-prediction")
+    model = create_model("cnn", 1, data.num_classes, mean, std, image_size=data.image_shape[-1])
+    model = recipe.prepare(model, data.image_shape)
+    fit(model, TrainSet(data.images[idx], data.labels[idx]), recipe.step(),
+        TrainConfig(epochs=8, batch_size=64), torch.Generator().manual_seed(0))
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def model_for(digits_model_lp: DalkitModel) -> Callable[[str], DalkitModel | None]:
+    """The model a strategy's contract test queries: one with a loss-prediction module for strategies
+    that require that recipe (``requires_recipe``), else None (the shared ``digits_model``)."""
+    from dalkit.strategies import STRATEGIES
+
+    def pick(name: str) -> DalkitModel | None:
+        return digits_model_lp if getattr(STRATEGIES.get(name), "requires_recipe", ()) else None
+
+    return pick
+
+
+@pytest.fixture(scope="session")
 def digits_pool(digits: DataSplits) -> ImageDataset:
     """A fixed 300-sample pool from the digits training split (every class present)."""
     idx = torch.randperm(len(digits.train), generator=torch.Generator().manual_seed(2))[:300]

@@ -28,8 +28,8 @@ def test_registry_is_not_empty():
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_returns_budget_unique_unlabeled_indices(name, make_context):
-    ctx = make_context(extra_labeled=30)
+def test_returns_budget_unique_unlabeled_indices(name, make_context, model_for):
+    ctx = make_context(extra_labeled=30, model=model_for(name))
     params = [p.detach().clone() for p in ctx.model.parameters()]
     sel = query(create_strategy(name), ctx, 17)
     check_selection(ctx, sel.indices, 17)
@@ -41,20 +41,21 @@ def test_returns_budget_unique_unlabeled_indices(name, make_context):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_deterministic_for_the_same_generator_seed(name, make_context):
+def test_deterministic_for_the_same_generator_seed(name, make_context, model_for):
     # different global seeds: only the context's generator may drive the choice
     torch.manual_seed(1)
     np.random.seed(1)
-    a = query(create_strategy(name), make_context(seed=7, extra_labeled=30), 23).indices
+    model = model_for(name)
+    a = query(create_strategy(name), make_context(seed=7, extra_labeled=30, model=model), 23).indices
     torch.manual_seed(2)
     np.random.seed(2)
-    b = query(create_strategy(name), make_context(seed=7, extra_labeled=30), 23).indices
+    b = query(create_strategy(name), make_context(seed=7, extra_labeled=30, model=model), 23).indices
     assert a.tolist() == b.tolist()
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_budget_error_for_bad_budgets(name, make_context):
-    ctx = make_context(extra_labeled=30)
+def test_budget_error_for_bad_budgets(name, make_context, model_for):
+    ctx = make_context(extra_labeled=30, model=model_for(name))
     strategy = create_strategy(name)
     for budget in (ctx.n_unlabeled + 1, 0, -5):
         with pytest.raises(BudgetError):
@@ -62,16 +63,16 @@ def test_budget_error_for_bad_budgets(name, make_context):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_budget_equal_to_the_unlabeled_pool(name, make_context):
-    ctx = make_context(pool_size=120, extra_labeled=20)
+def test_budget_equal_to_the_unlabeled_pool(name, make_context, model_for):
+    ctx = make_context(pool_size=120, extra_labeled=20, model=model_for(name))
     sel = query(create_strategy(name), ctx, ctx.n_unlabeled)
     check_selection(ctx, sel.indices, ctx.n_unlabeled)
     assert sorted(sel.indices.tolist()) == ctx.unlabeled_idx.tolist()
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_one_labeled_sample_per_class(name, make_context):
-    ctx = make_context(per_class=1)
+def test_one_labeled_sample_per_class(name, make_context, model_for):
+    ctx = make_context(per_class=1, model=model_for(name))
     assert ctx.labeled_idx.numel() == 10
     assert sorted(ctx.labeled_labels.tolist()) == list(range(10))
     sel = query(create_strategy(name), ctx, 20)

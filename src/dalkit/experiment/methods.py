@@ -32,6 +32,10 @@ class MethodSpec:
 METHODS: dict[str, MethodSpec] = {
     "dm2-at": MethodSpec("dm2", "adversarial",
                          description="DM2 selection + FGSM adversarial-pair training (DM2 paper, Alg. 2)"),
+    "lplgrad": MethodSpec("lplgrad", "loss-prediction",
+                          description="entropy-gradient-norm selection + loss-prediction training (LPLgrad)"),
+    "learning-loss": MethodSpec("learning-loss", "loss-prediction",
+                                description="predicted-loss selection + loss-prediction training"),
     "uncertain-gcn": MethodSpec("uncertain-gcn", subset=10000,
                                 description="UncertainGCN on 10,000 random unlabeled nodes (its reference)"),
 }

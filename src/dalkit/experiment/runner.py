@@ -25,7 +25,7 @@ from dalkit.experiment.rundir import RunDirectory, check_replay
 from dalkit.files import atomic_write_text
 from dalkit.models import create_model
 from dalkit.strategies import QueryContext, create_strategy, query
-from dalkit.training import TrainConfig, TrainSet, accuracy, create_recipe, fit
+from dalkit.training import TrainConfig, TrainSet, accuracy, create_recipe, fit, prepare_model
 from dalkit.training.robust import robust_metrics
 
 log = logging.getLogger("dalkit")
@@ -230,6 +230,7 @@ def run_seed(
         torch.manual_seed(derive_seed(seed, r, 1))  # model init + dropout in training
         model = create_model(config.model, pool.image_shape[0], pool.num_classes, data.mean, data.std,
                              config.model_dropout, image_size=pool.image_shape[-1]).to(device)
+        model = prepare_model(recipe, model, pool.image_shape)  # e.g. attaches a loss-prediction module
         paired = torch.zeros(len(train_idx), dtype=torch.bool)
         train_adv = None
         if adv_index.numel():
@@ -351,6 +352,11 @@ def check_experiment(
         ConfigError, BudgetError, DatasetNotFoundError, DatasetFormatError, RunDirectoryError.
     """
     resolved = resolved_options(config)
+    required = getattr(_strategy_for(config), "requires_recipe", ())
+    if required and resolved["recipe"]["name"] not in required:
+        name = resolved["strategy"]["name"]
+        raise ConfigError(f"strategy {name!r} needs the {required[0]!r} recipe, not "
+                          f"{resolved['recipe']['name']!r}; use the method {name!r}")
     resolve_device(config.device)
     data = prepare_data(config, splits)
     _check_features(config, resolved, data)

@@ -11,13 +11,24 @@ __all__ = [
     "paired_loss", "predict", "supervised_step",
 ]
 
+from dalkit.training.loss_prediction import (  # noqa: E402
+    LossPredictionModule,
+    attach_loss_module,
+    loss_module,
+    predicted_losses,
+    ranking_loss,
+)
 from dalkit.training.recipes import (  # noqa: E402
     RECIPES,
     AdversarialPairs,
     FixMatch,
     FreeMatch,
+    LossPrediction,
     Supervised,
     create_recipe,
+    prepare_model,
 )
 
-__all__ += ["RECIPES", "AdversarialPairs", "FixMatch", "FreeMatch", "Supervised", "create_recipe"]
+__all__ += ["RECIPES", "AdversarialPairs", "FixMatch", "FreeMatch", "LossPrediction", "LossPredictionModule",
+            "Supervised", "attach_loss_module", "create_recipe", "loss_module", "predicted_losses",
+            "prepare_model", "ranking_loss"]

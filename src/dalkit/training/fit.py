@@ -31,6 +31,8 @@ class Batch:
             (``unlabeled_ratio`` > 0), else None.
         generator: the loop's seeded CPU generator, for the recipe's own random augmentations.
         step: index of this optimiser step (0-based) in the round.
+        epoch, epochs: this batch's epoch (0-based) and the round's number of epochs (schedules inside a
+            recipe, e.g. loss prediction detaching its features after 60 % of the epochs).
     """
 
     x: Tensor
@@ -43,6 +45,8 @@ class Batch:
     u: Tensor | None = None
     generator: torch.Generator | None = None
     step: int = 0
+    epoch: int = 0
+    epochs: int = 1
 
 
 @dataclass
@@ -149,7 +153,7 @@ def fit(
     augment = cfg.crop_padding > 0 or cfg.hflip
     model.train()
     last_loss, steps = 0.0, 0
-    for _epoch in tqdm(range(epochs), desc=desc, disable=not progress, leave=False):
+    for epoch in tqdm(range(epochs), desc=desc, disable=not progress, leave=False):
         perm = torch.randperm(n, generator=generator).to(device)
         total, count = 0.0, 0
         for start in range(0, n, cfg.batch_size):
@@ -164,7 +168,8 @@ def fit(
                     x = augment_batch(x, cfg.crop_padding, cfg.hflip, generator)
             u = stream.take(unlabeled_ratio * len(idx)) if stream is not None else None
             batch = Batch(x, labels[idx], x_adv, paired[idx] if paired is not None else None, x_raw=x_raw,
-                          idx=idx, num_labeled=n, u=u, generator=generator, step=steps)
+                          idx=idx, num_labeled=n, u=u, generator=generator, step=steps, epoch=epoch,
+                          epochs=epochs)
             loss = step(model, batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()

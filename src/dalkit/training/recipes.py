@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,7 @@ from dalkit.registry import Registry
 from dalkit.training.adversarial import fgsm
 from dalkit.training.evaluate import predict
 from dalkit.training.fit import StepFn
+from dalkit.training.loss_prediction import attach_loss_module, loss_prediction_step
 from dalkit.training.ssl import FAOptions, FreeMatchThresholds, fixmatch_mask, ssl_step
 from dalkit.training.steps import adversarial_pair_step, supervised_step
 
@@ -131,6 +133,48 @@ class _SSLRecipe:
         return None
 
 
+@RECIPES.register("loss-prediction")
+@dataclass(frozen=True)
+class LossPrediction:
+    """Joint training of the model and a loss-prediction module w_aux (Yoo & Kweon 2019; LPLgrad
+    section III-B, Eq. 1-4): L = l_main + lambda * l_aux, l_aux the pairwise margin ranking loss.
+
+    Options:
+        margin: M of Eq. 2 (1.0), > 0.
+        weight: lambda of Eq. 4 (1.0), > 0.
+        detach_after: fraction of the epochs after which w_aux reads detached features (0.6: 120 of
+            Yoo & Kweon's 200 epochs), in [0, 1].
+        hidden: width of w_aux's per-stage FC layers (128).
+    """
+
+    margin: float = 1.0
+    weight: float = 1.0
+    detach_after: float = 0.6
+    hidden: int = 128
+
+    def __post_init__(self) -> None:
+        for name in ("margin", "weight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ConfigError(f"loss-prediction {name} must be a positive number, got {value!r}")
+        if isinstance(self.detach_after, bool) or not isinstance(self.detach_after, int | float) \
+                or not 0 <= self.detach_after <= 1:
+            raise ConfigError(f"loss-prediction detach_after must lie in [0, 1], got {self.detach_after!r}")
+        if isinstance(self.hidden, bool) or not isinstance(self.hidden, int) or self.hidden < 1:
+            raise ConfigError(f"loss-prediction hidden must be a positive integer, got {self.hidden!r}")
+
+    def prepare(self, model: nn.Module, image_shape: Sequence[int]) -> nn.Module:
+        """Attach a fresh w_aux as ``model.loss_module`` (trained by the same optimiser)."""
+        return attach_loss_module(model, image_shape, self.hidden)
+
+    def step(self) -> StepFn:
+        return loss_prediction_step(self.margin, self.weight, self.detach_after)
+
+    def counterparts(self, model: nn.Module, x: Tensor, y_true: Tensor) -> Tensor | None:
+        """No extra samples join the labeled pool."""
+        return None
+
+
 @RECIPES.register("fixmatch")
 @dataclass(frozen=True)
 class FixMatch(_SSLRecipe):
@@ -211,6 +255,11 @@ class FreeMatch(_SSLRecipe):
         thresholds = FreeMatchThresholds(momentum=self.momentum)
         return ssl_step(thresholds.update, self.lambda_u, bool(self.flip), self.fa_options(), thresholds,
                         self.fairness, n_ops=self.n_ops)
+def prepare_model(recipe: Any, model: nn.Module, image_shape: Sequence[int]) -> nn.Module:
+    """The model a recipe trains: ``recipe.prepare(model, image_shape)`` where the recipe adds modules
+    (loss prediction), else ``model`` itself.  Call before :func:`fit` builds the optimiser."""
+    prepare = getattr(recipe, "prepare", None)
+    return prepare(model, image_shape) if prepare is not None else model
 
 
 def create_recipe(name: str, **options: Any):
@@ -218,4 +267,5 @@ def create_recipe(name: str, **options: Any):
     return RECIPES.create(name, **options)
 
 
-__all__ = ["RECIPES", "AdversarialPairs", "FixMatch", "FreeMatch", "Supervised", "create_recipe"]
+__all__ = ["RECIPES", "AdversarialPairs", "FixMatch", "FreeMatch", "LossPrediction", "Supervised",
+           "create_recipe", "prepare_model"]
