@@ -91,6 +91,15 @@ ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(  # 9**9 values, a 
     f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True)
 ) + "dataset: *i\n"
 
+def _nonsquare(t: Path) -> None:
+    folder = t / "data" / "npz"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    np.savez(folder / "data.npz", x_train=rng.integers(0, 256, (200, 12, 16), dtype=np.uint8),
+             y_train=np.arange(200) % 4, x_test=rng.integers(0, 256, (40, 12, 16), dtype=np.uint8),
+             y_test=np.arange(40) % 4)
+
+
 # (id, setup or None, argv with {T} for the test directory, expected substring of the error line)
 CORPUS: list[tuple[str, Callable[[Path], None] | None, list[str], str]] = [
     # --- flags
@@ -208,6 +217,17 @@ CORPUS: list[tuple[str, Callable[[Path], None] | None, list[str], str]] = [
     ("report-plot-under-a-file", _write("afile", "x"), ["report", "{T}/out", "--plot", "{T}/afile/p.png"],
      "afile"),
     ("report-not-a-run-directory", None, ["report", "{T}"], "not a run directory"),
+    # --- into a new directory: every check runs before the directory is made
+    ("new-nonsquare-images", _nonsquare, NEW("--dataset", "npz", "--data-root", "{T}/data"), "cannot take"),
+    ("new-device-cuda-absent", None, NEW("--device", "cuda"), "CUDA"),
+    ("new-option-type", None, NEW("--method", "dm2", "--option", "n_neighbors=2.5"), "n_neighbors"),
+    ("new-features-needed-absent", None, NEW("--method", "probcover", "--option", "source=features"),
+     "features"),
+    ("new-recipe-option-type", None, NEW("--method", "dm2-at", "--recipe-option", "regenerate=1"),
+     "regenerate"),
+    ("new-pool-larger-than-dataset", None, NEW("--pool-size", "5000"), "pool_size"),
+    ("new-two-methods-one-bad", None, NEW("--method", "random,dm2", "--option", "dm2.candidates=0"),
+     "candidates"),
     # --- damaged run directories, given to report or met on resume
     ("report-empty-rounds", _write("out/rounds.jsonl", ""), ["report", "{T}/out", "--plot", "{T}/p.png"],
      "no completed rounds"),

@@ -77,6 +77,23 @@ def _naive_mean_entropy(ctx: QueryContext, seed: int) -> list[float]:
             for i in range(len(mc[0]))]
 
 
+def _naive_grad_norms(ctx: QueryContext, how: str) -> list[float]:
+    """Per sample: one backward pass of the predictive entropy H(softmax(model(x))) (eval mode), then
+    the norm of the gradient over all parameters: Frobenius (sqrt of the sum of squares) or the sum of
+    the per-tensor norms ("layer-sum")."""
+    model = ctx.model.eval()
+    params = [p for p in model.parameters() if p.requires_grad]
+    out = []
+    for i in ctx.unlabeled_idx.tolist():
+        logits = model(to_float(ctx.pool_images[i:i + 1]))[0]
+        p = torch.softmax(logits, 0)
+        h = -(p * torch.log(p)).sum()
+        grads = torch.autograd.grad(h, params)
+        norms = [float(g.double().pow(2).sum().sqrt()) for g in grads]
+        out.append(math.sqrt(sum(n * n for n in norms)) if how == "frobenius" else sum(norms))
+    return out
+
+
 def _margin(row: list[float]) -> float:
     first, second = sorted(row, reverse=True)[:2]
     return -(first - second)
@@ -89,6 +106,8 @@ ORACLES: dict[str, tuple[dict, Callable[[QueryContext, int], list[float]]]] = {
     "entropy": ({}, lambda ctx, seed: [_entropy(row) for row in _naive_probs(ctx)]),
     "bald": ({"k": MC_K, "p": MC_P}, _naive_bald),
     "entropy-bayesian": ({"k": MC_K, "p": MC_P}, _naive_mean_entropy),
+    "lplgrad": ({"norm": "frobenius"}, lambda ctx, seed: _naive_grad_norms(ctx, "frobenius")),
+    "ent-gradnorm": ({"norm": "layer-sum"}, lambda ctx, seed: _naive_grad_norms(ctx, "layer-sum")),
 }
 # every other registered strategy, with why it has no single-score oracle here (and where it is tested)
 NOT_SCORE_BASED = {
@@ -101,6 +120,7 @@ NOT_SCORE_BASED = {
     "noise-stability": "feature-deviation score: tests/strategies/test_noise_stability.py",
     "probcover": "graph cover: tests/strategies/test_probcover.py",
     "uncertain-gcn": "GCN ranking: tests/strategies/test_uncertain_gcn.py",
+    "learning-loss": "needs a model with a loss-prediction module: tests/test_loss_prediction.py",
 }
 
 

@@ -1,0 +1,281 @@
+"""Run directories that cannot be corrupted, and one class of bad input per test: the lock, replay
+checks, config/summary consistency, atomic writes, output errors, interrupts, message length, and the
+option-type check every registered strategy and recipe gets."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import runpy
+import sys
+import typing
+from pathlib import Path
+
+import pytest
+
+from dalkit.checks import short
+from dalkit.cli import main
+from dalkit.errors import ConfigError, OutputError, RunDirectoryError
+from dalkit.experiment import ExperimentConfig, RunDirectory, run_experiment
+from dalkit.experiment.rundir import check_records
+from dalkit.files import atomic_write_bytes
+from dalkit.report import summarize
+from dalkit.report.plots import plot_learning_curves
+from dalkit.strategies import STRATEGIES, create_strategy
+from dalkit.training import TrainConfig
+from dalkit.training.recipes import RECIPES, create_recipe
+
+ARGS = ["run", "--dataset", "digits", "--method", "random", "--initial-size", "10", "--budget", "5",
+        "--rounds", "1", "--epochs", "1", "--batch-size", "32", "--min-steps", "2", "--device", "cpu",
+        "--quiet"]
+
+
+def _config(seeds=(0,), rounds=1) -> ExperimentConfig:
+    return ExperimentConfig(dataset="digits", method="random", initial_size=10, budget=5, rounds=rounds,
+                            seeds=seeds, train=TrainConfig(epochs=1, batch_size=32, min_steps=2),
+                            device="cpu")
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# ------------------------------------------------------------------------------------------ the lock
+
+
+def test_a_second_run_into_a_locked_directory_is_refused(capsys, tmp_path, digits):
+    out = tmp_path / "out"
+    run_experiment(_config(), out, splits=digits, progress=False)
+    before = _files(out)
+    with RunDirectory(out).locked():  # another run holds the directory
+        rc = main([*ARGS, "--seeds", "0,1", "--out", str(out)])
+        assert rc == 2
+        assert "in use by another dalkit run" in _one_error_line(capsys)
+        with pytest.raises(RunDirectoryError, match="in use"):
+            run_experiment(_config(seeds=(0, 1)), out, splits=digits, progress=False)
+    assert _files(out) == before
+    # released: the same command now runs
+    assert main([*ARGS, "--seeds", "0,1", "--out", str(out)]) == 0
+    recs = RunDirectory(out).read_rounds()
+    assert sorted((r["seed"], r["round"]) for r in recs) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+
+
+# ------------------------------------------------------------------------------------- replay checks
+
+
+def _rec(seed, rnd, selected=(), n=10):
+    return {"seed": seed, "round": rnd, "n_labeled": n, "test_acc": 0.5, "selected": list(selected)}
+
+
+@pytest.mark.parametrize(("records", "message"), [
+    ([_rec(0, 0), _rec(0, 0)], "round 0 more than once"),
+    ([_rec(0, 1)], "instead of 0..0"),
+    ([_rec(0, 0), _rec(0, 2)], "instead of 0..1"),
+    ([_rec(0, 0), _rec(1, 0), _rec(1, 0)], "seed 1 has round 0 more than once"),
+    ([{"seed": 0, "round": 0}], "n_labeled"),
+    ([_rec(0, 0) | {"seed": True}], "seed"),
+    ([_rec(0, 0) | {"test_acc": float("nan")}], "test_acc"),
+    ([_rec(0, 0, selected=[1.5])], "pool index"),
+    ([_rec(-1, 0)], "negative"),
+    (["text"], "line 1"),
+])
+def test_check_records_refuses_what_cannot_be_replayed(records, message):
+    with pytest.raises(RunDirectoryError, match=message):
+        check_records(records, "rounds.jsonl")
+
+
+def test_interleaved_seeds_in_order_are_accepted():
+    check_records([_rec(0, 0), _rec(1, 0), _rec(1, 1), _rec(0, 1)], "rounds.jsonl")
+
+
+# ------------------------------------------------------- config.yaml and summary.json agree with disk
+
+
+def test_rerun_with_fewer_seeds_keeps_config_and_summary_consistent(tmp_path, digits):
+    out = tmp_path / "out"
+    run_experiment(_config(seeds=(0, 1)), out, splits=digits, progress=False)
+    rounds_before = (out / "rounds.jsonl").read_bytes()
+    run_experiment(_config(seeds=(1,)), out, splits=digits, progress=False)
+    assert (out / "rounds.jsonl").read_bytes() == rounds_before
+    rd = RunDirectory(out)
+    on_disk = rd.read_rounds()
+    assert sorted(rd.read_config().seeds) == sorted({r["seed"] for r in on_disk}) == [0, 1]
+    summary = json.loads((out / "summary.json").read_text())
+    expected = summarize(on_disk)
+    assert summary["seeds"] == [0, 1]
+    assert summary["rounds"] == expected["rounds"] and summary["aubc_mean"] == expected["aubc_mean"]
+    # gaining a seed later still works and the config follows
+    run_experiment(_config(seeds=(2,)), out, splits=digits, progress=False)
+    assert sorted(rd.read_config().seeds) == [0, 1, 2]
+    assert json.loads((out / "summary.json").read_text())["seeds"] == [0, 1, 2]
+
+
+def test_nothing_is_created_when_a_check_fails(tmp_path, digits):
+    with pytest.raises(ConfigError):
+        run_experiment(_config().replace(device="cuda:7") if not _has_cuda() else
+                       _config().replace(strategy_options={"bogus": 1}), tmp_path / "new", splits=digits)
+    assert not (tmp_path / "new").exists()
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+# ------------------------------------------------------------------------------------- atomic writes
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "f.bin"
+    atomic_write_bytes(path, b"old")
+
+    def broken_fsync(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(OutputError, match="No space left"):
+        atomic_write_bytes(path, b"new" * 1000)
+    assert path.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]
+
+
+def test_the_learning_curve_png_is_written_atomically(tmp_path, monkeypatch):
+    summaries = {"a": summarize([_rec(0, 0) | {"train_s": 0, "query_s": 0},
+                                 _rec(0, 1, n=20) | {"train_s": 0, "query_s": 0}])}
+    png = tmp_path / "curves.png"
+    png.write_bytes(b"previous")
+    real_replace = os.replace
+    calls = []
+
+    def failing_replace(src, dst):
+        calls.append((src, dst))
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OutputError):
+        plot_learning_curves(summaries, png)
+    assert png.read_bytes() == b"previous" and calls  # went through a rename, and failed cleanly
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png"]
+    monkeypatch.setattr(os, "replace", real_replace)
+    plot_learning_curves(summaries, png)
+    assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_disk_full_during_a_run_is_one_line_and_resumable(capsys, tmp_path, digits, monkeypatch):
+    from dalkit.experiment import rundir as rundir_module
+
+    out = tmp_path / "out"
+
+    def full(self, record):
+        raise OSError(28, "No space left on device", str(self.rounds_path))
+
+    monkeypatch.setattr(rundir_module.RunDirectory, "append_round", full)
+    assert main([*ARGS, "--seeds", "0", "--out", str(out)]) == 2
+    line = _one_error_line(capsys)
+    assert "No space left on device" in line and "rounds.jsonl" in line
+    monkeypatch.undo()
+    assert main([*ARGS, "--seeds", "0", "--out", str(out)]) == 0
+    assert len(RunDirectory(out).read_rounds()) == 2
+
+
+# ------------------------------------------------------------------------------ interrupts, messages
+
+
+def test_ctrl_c_during_start_up_is_one_line(capsys, monkeypatch):
+    import dalkit.cli as cli
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert main(["strategies"]) == 130
+    assert "interrupted" in _one_error_line(capsys)
+
+
+def test_ctrl_c_while_importing_is_one_line(capsys, monkeypatch):
+    class Interrupting:
+        def find_spec(self, name, path=None, target=None):
+            if name == "dalkit.cli":
+                raise KeyboardInterrupt
+            return None
+
+    monkeypatch.delitem(sys.modules, "dalkit.cli")
+    monkeypatch.setattr(sys, "meta_path", [Interrupting(), *sys.meta_path])
+    with pytest.raises(SystemExit) as exc:
+        runpy.run_module("dalkit.__main__", run_name="__main__")
+    assert exc.value.code == 130
+    assert "interrupted" in _one_error_line(capsys)
+
+
+def test_long_messages_are_capped_to_one_short_line(capsys, monkeypatch):
+    import dalkit.cli as cli
+
+    def long_error(args):
+        raise ConfigError("x" * 100_000 + "\nsecond line")
+
+    monkeypatch.setattr(cli, "_cmd_strategies", long_error)
+    assert main(["strategies"]) == 2
+    assert len(_one_error_line(capsys)) <= 420
+
+
+def test_short_bounds_huge_and_self_referencing_values():
+    nested: list = []
+    nested.append(nested)
+    for value in ("y" * 10**6, list(range(10**6)), {i: [i] * 1000 for i in range(1000)}, nested):
+        assert len(short(value)) <= 170
+
+
+# ----------------------------------------------- option types: every registered strategy and recipe
+
+
+def _bad_values(tp) -> list:
+    args = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, __import__("types").UnionType) \
+        else (tp,)
+    base = [a for a in args if a is not type(None)]
+    if len(base) != 1:
+        return []
+    kind = base[0]
+    return {int: [2.5, True, "3"], float: [True, "x", math.inf, math.nan], bool: [1, "yes"],
+            str: [3, True]}.get(kind, [])
+
+
+def _cases(registry):
+    out = []
+    for name in registry.names():
+        cls = registry.get(name)
+        if not dataclasses.is_dataclass(cls):
+            continue
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            for bad in _bad_values(hints.get(f.name)):
+                out.append(pytest.param(name, f.name, bad, id=f"{name}.{f.name}={bad!r}"))
+    return out
+
+
+@pytest.mark.parametrize(("name", "option", "bad"), _cases(STRATEGIES))
+def test_every_strategy_option_refuses_the_wrong_type(name, option, bad):
+    with pytest.raises(ConfigError, match=option):
+        create_strategy(name, **{option: bad})
+
+
+@pytest.mark.parametrize(("name", "option", "bad"), _cases(RECIPES))
+def test_every_recipe_option_refuses_the_wrong_type(name, option, bad):
+    with pytest.raises(ConfigError, match=option):
+        create_recipe(name, **{option: bad})
+
+
+@pytest.mark.parametrize(("field", "bad"), [(f.name, b) for f in dataclasses.fields(TrainConfig)
+                                            for b in _bad_values(typing.get_type_hints(TrainConfig)[f.name])])
+def test_every_train_field_refuses_the_wrong_type(field, bad):
+    with pytest.raises(ConfigError, match=f"train.{field}"):
+        TrainConfig(**{field: bad})
