@@ -131,7 +131,7 @@ NOT_SCORE_BASED = {
     "noise-stability": "feature-deviation score: tests/strategies/test_noise_stability.py",
     "probcover": "graph cover: tests/strategies/test_probcover.py",
     "uncertain-gcn": "GCN ranking: tests/strategies/test_uncertain_gcn.py",
-    "learning-loss": "needs a model with a loss-prediction module: tests/test_loss_prediction.py",
+    "learning-loss": "predicted loss (needs the loss-prediction recipe): tests/strategies/test_gradnorm.py",
 }
 
 
