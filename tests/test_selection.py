@@ -125,6 +125,7 @@ ORACLES: dict[str, tuple] = {
 # every other registered strategy, with why it has no single-score oracle here (and where it is tested)
 NOT_SCORE_BASED = {
     "random": "uniform: test_random_is_uniform",
+    "activeft": "optimised centres: tests/strategies/test_activeft.py (objective + brute-force subset)",
     "alphamix": "candidates + k-means: test_alphamix_clusters_its_candidates, test_alphamix.py",
     "badge": "k-means++ on gradient embeddings: tests/strategies/test_badge.py",
     "coreset": "k-center greedy: tests/strategies/test_coreset.py",
