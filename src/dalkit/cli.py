@@ -133,7 +133,9 @@ def _print_round(rec: dict[str, Any]) -> None:
 
 def _cmd_strategies(_args: argparse.Namespace) -> int:
     from dalkit.experiment import METHODS
+    from dalkit.experiment.methods import training_names
     from dalkit.strategies import STRATEGIES, strategy_doc
+    from dalkit.training import RECIPES
 
     print("strategies (each is also a method trained with the supervised recipe):")
     for name in STRATEGIES.names():
@@ -141,6 +143,12 @@ def _cmd_strategies(_args: argparse.Namespace) -> int:
     print("methods (strategy + training recipe):")
     for name, spec in sorted(METHODS.items()):
         print(f"  {name:<20} {spec.description}")
+    print("TRAINING:STRATEGY runs any strategy under a training recipe, e.g. freematch+fa:coreset; "
+          "trainings:")
+    for name in training_names():
+        base = name.partition("+")[0]
+        doc = (RECIPES.get(base).__doc__ or "").strip().split("\n")[0]
+        print(f"  {name:<20} {'feature re-alignment (SSAL section 3.5) on ' + base if '+' in name else doc}")
     return 0
 
 

@@ -3,12 +3,14 @@ supervised recipe; combinations such as ``dm2-at`` are registered here."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 from dalkit.checks import short
 from dalkit.errors import UnknownNameError
 from dalkit.strategies import STRATEGIES
+from dalkit.training.recipes import RECIPES
 
 
 @dataclass(frozen=True)
@@ -49,8 +51,42 @@ def resolve_method(name: str) -> MethodSpec:
         return METHODS[name]
     if isinstance(name, str) and name in STRATEGIES:
         return MethodSpec(name)
+    if isinstance(name, str) and ":" in name:
+        training, _, strategy = name.partition(":")
+        recipe, options = resolve_training(training)
+        if strategy not in STRATEGIES:
+            raise UnknownNameError(f"unknown strategy {short(strategy)} in method {short(name)}; valid "
+                                   f"strategies: {', '.join(STRATEGIES.names())}")
+        return MethodSpec(strategy, recipe, recipe_options=options,
+                          description=f"{strategy} selection + {training} training")
     valid = ", ".join(method_names())
-    raise UnknownNameError(f"unknown method {short(name)}; valid method names: {valid}")
+    raise UnknownNameError(f"unknown method {short(name)}; valid method names: {valid}, or "
+                           f"TRAINING:STRATEGY with TRAINING one of {', '.join(training_names())}")
+
+
+def resolve_training(training: str) -> tuple[str, dict[str, Any]]:
+    """The recipe and recipe options of a training name: a recipe (``fixmatch``), optionally with
+    ``+fa`` for the feature re-alignment module (SSAL paper section 3.5): ``freematch+fa``.
+
+    Raises:
+        UnknownNameError: unknown recipe, or ``+fa`` on a recipe without it.
+    """
+    base, plus, extra = training.partition("+")
+    if base not in RECIPES or (plus and (extra != "fa" or not _has_option(base, "fa"))):
+        raise UnknownNameError(f"unknown training {short(training)}; valid trainings: "
+                               f"{', '.join(training_names())}")
+    return base, ({"fa": True} if plus else {})
+
+
+def _has_option(recipe: str, option: str) -> bool:
+    cls = RECIPES.get(recipe)
+    return dataclasses.is_dataclass(cls) and option in {f.name for f in dataclasses.fields(cls)}
+
+
+def training_names() -> list[str]:
+    """Every training a method name may start with: each recipe, and RECIPE+fa where FA applies."""
+    names = RECIPES.names()
+    return sorted(names + [f"{n}+fa" for n in names if _has_option(n, "fa")])
 
 
 def method_names() -> list[str]:

@@ -175,7 +175,10 @@ def _recipe_for(config: ExperimentConfig):
     options = {**spec.recipe_options, **config.recipe_options}
     if name == "adversarial" and options.get("epsilon") is None:
         options["epsilon"] = DATASETS.get(config.dataset).fgsm_epsilon
-    return create_recipe(name, **options)
+    recipe = create_recipe(name, **options)
+    if hasattr(recipe, "for_dataset"):  # dataset-dependent defaults (e.g. SSL views flip natural images only)
+        recipe = recipe.for_dataset(DATASETS.get(config.dataset))
+    return recipe
 
 
 def _strategy_for(config: ExperimentConfig):

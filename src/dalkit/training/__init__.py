@@ -21,12 +21,14 @@ from dalkit.training.loss_prediction import (  # noqa: E402
 from dalkit.training.recipes import (  # noqa: E402
     RECIPES,
     AdversarialPairs,
+    FixMatch,
+    FreeMatch,
     LossPrediction,
     Supervised,
     create_recipe,
     prepare_model,
 )
 
-__all__ += ["RECIPES", "AdversarialPairs", "LossPrediction", "LossPredictionModule", "Supervised",
-            "attach_loss_module", "create_recipe", "loss_module", "predicted_losses", "prepare_model",
-            "ranking_loss"]
+__all__ += ["RECIPES", "AdversarialPairs", "FixMatch", "FreeMatch", "LossPrediction", "LossPredictionModule",
+            "Supervised", "attach_loss_module", "create_recipe", "loss_module", "predicted_losses",
+            "prepare_model", "ranking_loss"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from dalkit.training.adversarial import fgsm
 from dalkit.training.evaluate import predict
 from dalkit.training.fit import StepFn
 from dalkit.training.loss_prediction import attach_loss_module, loss_prediction_step
+from dalkit.training.ssl import FAOptions, FreeMatchThresholds, fixmatch_mask, ssl_step
 from dalkit.training.steps import adversarial_pair_step, supervised_step
 
 RECIPES: Registry[type] = Registry("recipe")
@@ -76,6 +78,61 @@ class AdversarialPairs:
         return fgsm(model, x, y, self.eps)
 
 
+def _check_ssl(name: str, r: Any) -> None:
+    mu, lambda_u, fa, fa_similarity, fa_contrastive, fa_queue, fa_norm = (
+        r.mu, r.lambda_u, r.fa, r.fa_similarity, r.fa_contrastive, r.fa_queue, r.fa_norm)
+    if not isinstance(r.n_ops, int) or isinstance(r.n_ops, bool) or r.n_ops < 0:
+        raise ConfigError(f"{name} n_ops must be a non-negative integer, got {r.n_ops!r}")
+    if r.flip is not None and not isinstance(r.flip, bool):
+        raise ConfigError(f"{name} flip must be true, false or null, got {r.flip!r}")
+    if not isinstance(mu, int) or isinstance(mu, bool) or mu < 1:
+        raise ConfigError(f"{name} mu must be a positive integer, got {mu!r}")
+    if not lambda_u >= 0:
+        raise ConfigError(f"{name} lambda_u must be >= 0, got {lambda_u}")
+    if not isinstance(fa, bool):
+        raise ConfigError(f"{name} fa must be true or false, got {fa!r}")
+    if not (fa_similarity >= 0 and fa_contrastive >= 0):
+        raise ConfigError(f"{name} fa_similarity and fa_contrastive must be >= 0, got "
+                          f"{fa_similarity}, {fa_contrastive}")
+    if not isinstance(fa_queue, int) or isinstance(fa_queue, bool) or fa_queue < 1:
+        raise ConfigError(f"{name} fa_queue (T) must be a positive integer, got {fa_queue!r}")
+    if fa_norm not in ("batch", "sample"):
+        raise ConfigError(f"{name} fa_norm must be 'batch' or 'sample', got {fa_norm!r}")
+
+
+class _SSLRecipe:
+    """Shared parts of the pseudo-label SSL recipes (fields are declared by each dataclass)."""
+
+    mu: int
+    flip: bool | None
+    fa: bool
+    fa_similarity: float
+    fa_contrastive: float
+    fa_queue: int
+    fa_norm: str
+    n_ops: int
+
+    @property
+    def unlabeled_ratio(self) -> int:
+        """mu: :func:`fit` hands the step mu unlabeled inputs per labeled one."""
+        return self.mu
+
+    def for_dataset(self, spec: Any):
+        """Fill ``flip`` from the dataset: flips for natural images, never for digits."""
+        if self.flip is not None:
+            return self
+        return dataclasses.replace(self, flip=getattr(spec, "family", "digits") == "natural")
+
+    def fa_options(self) -> FAOptions | None:
+        if not self.fa:
+            return None
+        return FAOptions(self.fa_similarity, self.fa_contrastive, self.fa_queue, self.fa_norm)
+
+    def counterparts(self, model: nn.Module, x: Tensor, y_true: Tensor) -> Tensor | None:
+        """No extra samples join the labeled pool."""
+        return None
+
+
 @RECIPES.register("loss-prediction")
 @dataclass(frozen=True)
 class LossPrediction:
@@ -118,6 +175,86 @@ class LossPrediction:
         return None
 
 
+@RECIPES.register("fixmatch")
+@dataclass(frozen=True)
+class FixMatch(_SSLRecipe):
+    """FixMatch (Sohn et al. 2020): CE on weak labeled views + lambda_u * CE of strong unlabeled views
+    against the weak views' pseudo-labels where their confidence >= tau (SSAL paper Eq. 2).
+
+    Options (defaults from FixMatch section 4 / Table 12: tau = 0.95, lambda_u = 1, mu = 7, hard
+    pseudo-labels, RandAugment with 2 ops + Cutout):
+        tau: fixed confidence threshold.
+        lambda_u: weight of the unlabeled loss.
+        mu: unlabeled samples per labeled sample in a batch.
+        flip: horizontal flips in the views; None = natural images only (digits are never flipped).
+        n_ops: RandAugment ops per strong view.
+        fa: add the feature re-alignment module (method name ``fixmatch+fa``, SSAL section 3.5).
+        fa_similarity, fa_contrastive: weights of L_s (Eq. 12) and L_c (Eq. 18).
+        fa_queue: T, strong-view features queued per labeled sample (paper default 10, Figure 2).
+        fa_norm: L_c's feature normalisation, "batch" (per-dimension standardisation) or "sample"
+            (unit-norm vectors, the literal text); see :func:`dalkit.training.ssl.contrastive_loss`.
+    """
+
+    tau: float = 0.95
+    lambda_u: float = 1.0
+    mu: int = 7
+    flip: bool | None = None
+    n_ops: int = 2
+    fa: bool = False
+    fa_similarity: float = 1.0
+    fa_contrastive: float = 0.01
+    fa_queue: int = 10
+    fa_norm: str = "batch"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.tau <= 1:
+            raise ConfigError(f"fixmatch tau must lie in (0, 1], got {self.tau}")
+        _check_ssl("fixmatch", self)
+
+    def step(self) -> StepFn:
+        tau = self.tau
+        return ssl_step(lambda p: fixmatch_mask(p, tau), self.lambda_u, bool(self.flip), self.fa_options(),
+                        n_ops=self.n_ops)
+
+
+@RECIPES.register("freematch")
+@dataclass(frozen=True)
+class FreeMatch(_SSLRecipe):
+    """FreeMatch (Wang et al. 2023): FixMatch with self-adaptive thresholds (a global EMA of the mean
+    confidence, scaled per class by the EMA of the class probabilities, Eq. 6-9) and a self-adaptive
+    fairness term (Eq. 11).
+
+    Options (FreeMatch section 4: EMA momentum 0.999, w_u = 1, mu = 7; the fairness weight is small
+    and tuned per benchmark in the paper, 0.01 here):
+        momentum: EMA momentum lambda of the thresholds.
+        lambda_u: w_u, weight of the unlabeled loss.
+        fairness: w_f, weight of the fairness term (0 disables it).
+        mu, flip, n_ops, fa, fa_similarity, fa_contrastive, fa_queue, fa_norm: as for ``fixmatch``.
+    """
+
+    momentum: float = 0.999
+    lambda_u: float = 1.0
+    fairness: float = 0.01
+    mu: int = 7
+    flip: bool | None = None
+    n_ops: int = 2
+    fa: bool = False
+    fa_similarity: float = 1.0
+    fa_contrastive: float = 0.01
+    fa_queue: int = 10
+    fa_norm: str = "batch"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"freematch momentum must lie in [0, 1), got {self.momentum}")
+        if not self.fairness >= 0:
+            raise ConfigError(f"freematch fairness must be >= 0, got {self.fairness}")
+        _check_ssl("freematch", self)
+
+    def step(self) -> StepFn:
+        thresholds = FreeMatchThresholds(momentum=self.momentum)
+        return ssl_step(thresholds.update, self.lambda_u, bool(self.flip), self.fa_options(), thresholds,
+                        self.fairness, n_ops=self.n_ops)
 def prepare_model(recipe: Any, model: nn.Module, image_shape: Sequence[int]) -> nn.Module:
     """The model a recipe trains: ``recipe.prepare(model, image_shape)`` where the recipe adds modules
     (loss prediction), else ``model`` itself.  Call before :func:`fit` builds the optimiser."""
@@ -130,4 +267,5 @@ def create_recipe(name: str, **options: Any):
     return RECIPES.create(name, **options)
 
 
-__all__ = ["RECIPES", "AdversarialPairs", "LossPrediction", "Supervised", "create_recipe", "prepare_model"]
+__all__ = ["RECIPES", "AdversarialPairs", "FixMatch", "FreeMatch", "LossPrediction", "Supervised",
+           "create_recipe", "prepare_model"]
