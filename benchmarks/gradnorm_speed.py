@@ -6,8 +6,10 @@ the same model and inputs.  Checks that both give the same numbers and reports t
 - ``resnet18``: CIFAR-style ResNet-18 (random init, BatchNorm statistics from a few training-mode
   passes) on 3x32x32 inputs in [0, 1].
 
-When ``--loop-n`` is smaller than ``--n`` the loop is timed on the first ``--loop-n`` samples and its
-time for ``--n`` is extrapolated linearly (marked in the table).  Results go to
+Three ways: ``factored`` (dalkit's default: vmap(grad) to the layer outputs, weight-gradient norms
+from outputs' gradients and inputs), ``vmap`` (vmap(grad) materialising every per-sample gradient) and
+``loop``.  When ``--loop-n`` is smaller than ``--n``, ``vmap`` and ``loop`` are timed on the first
+``--loop-n`` samples and their time for ``--n`` is extrapolated linearly (marked in the table).  Results go to
 ``benchmarks/results/gradnorm_speed.{json,md}``, one model at a time (re-running skips finished models
 unless ``--force``).
 
@@ -94,40 +96,52 @@ def main() -> None:
             continue
         model, x = build(name, args.n, device)
         per_sample_grad_norms(model, x[:4], args.chunk_size)  # warm-up (first-call set-up)
+        per_sample_grad_norms(model, x[:4], args.chunk_size, method="vmap")
         loop_grad_norms(model, x[:4])
-        sync(device)
-        t0 = time.perf_counter()
-        fast = per_sample_grad_norms(model, x, args.chunk_size)
-        sync(device)
-        vec_s = time.perf_counter() - t0
         m = min(loop_n, args.n)
-        t0 = time.perf_counter()
-        slow = loop_grad_norms(model, x[:m])
-        sync(device)
-        loop_s = (time.perf_counter() - t0) * args.n / m
-        fro_fast, fro_slow = fast[:m].pow(2).sum(1).sqrt(), slow.pow(2).sum(1).sqrt()
+        timings, norms = {}, {}
+        for way, count in (("factored", args.n), ("vmap", m), ("loop", m)):
+            sync(device)
+            t0 = time.perf_counter()
+            if way == "loop":
+                norms[way] = loop_grad_norms(model, x[:count])
+            else:
+                norms[way] = per_sample_grad_norms(model, x[:count], args.chunk_size, method=way)
+            sync(device)
+            timings[way] = (time.perf_counter() - t0) * args.n / count
+            print(f"  {name} {way}: {timings[way]:.1f} s for {args.n}", flush=True)
+        slow = norms["loop"]
+        fro_slow = slow.pow(2).sum(1).sqrt()
         k = max(1, m // 20)
-        same_top = len(set(fro_fast.topk(k).indices.tolist()) & set(fro_slow.topk(k).indices.tolist())) / k
+        top_slow = set(fro_slow.topk(k).indices.tolist())
         results[name] = {
-            "n": args.n, "loop_timed_on": m, "extrapolated": m < args.n, "vectorised_s": round(vec_s, 2),
-            "loop_s": round(loop_s, 2), "speedup": round(loop_s / vec_s, 2),
-            "max_abs_diff": float((fast[:m] - slow).abs().max()),
-            "max_rel_diff_frobenius": float(((fro_fast - fro_slow).abs() / fro_slow.clamp_min(1e-12)).max()),
-            "top5pct_agreement": same_top,
+            "n": args.n, "loop_timed_on": m, "extrapolated": m < args.n,
+            "factored_s": round(timings["factored"], 2), "vmap_s": round(timings["vmap"], 2),
+            "loop_s": round(timings["loop"], 2),
+            "speedup_factored": round(timings["loop"] / timings["factored"], 2),
+            "speedup_vmap": round(timings["loop"] / timings["vmap"], 2),
+            "max_abs_diff": max(float((norms[w][:m] - slow).abs().max()) for w in ("factored", "vmap")),
+            "max_rel_diff_score": max(
+                float(((norms[w][:m].pow(2).sum(1).sqrt() - fro_slow).abs() / fro_slow.clamp_min(1e-12)
+                       ).max())
+                for w in ("factored", "vmap")),
+            "top5pct_agreement": min(
+                len(set(norms[w][:m].pow(2).sum(1).sqrt().topk(k).indices.tolist()) & top_slow) / k
+                for w in ("factored", "vmap")),
             "n_params": sum(p.numel() for p in main_parameters(model).values()),
             "device": str(device), "threads": torch.get_num_threads(), "cpu": platform.processor() or "cpu",
             "torch": torch.__version__,
         }
         print(name, results[name], flush=True)
         path.write_text(json.dumps(results, indent=1))
-    rows = ["| model | params | samples | vectorised s | loop s | speed-up | max abs diff | top-5 % same |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| model | params | samples | factored s | vmap s | loop s | speed-up factored | speed-up vmap | "
+            "max abs diff | max rel diff of score | top-5 % same |", "|---" * 11 + "|"]
     for name, r in results.items():
-        loop = f"{r['loop_s']:.1f}"
-        if r["extrapolated"]:
-            loop += f" (timed on {r['loop_timed_on']}, extrapolated)"
-        rows.append(f"| {name} | {r['n_params'] / 1e6:.2f} M | {r['n']} | {r['vectorised_s']:.1f} | {loop} | "
-                    f"{r['speedup']:.2f}x | {r['max_abs_diff']:.1e} | {100 * r['top5pct_agreement']:.0f} % |")
+        mark = f" (timed on {r['loop_timed_on']}, extrapolated)" if r["extrapolated"] else ""
+        rows.append(f"| {name} | {r['n_params'] / 1e6:.2f} M | {r['n']} | {r['factored_s']:.1f} | "
+                    f"{r['vmap_s']:.1f}{mark} | {r['loop_s']:.1f}{mark} | {r['speedup_factored']:.2f}x | "
+                    f"{r['speedup_vmap']:.2f}x | {r['max_abs_diff']:.1e} | {r['max_rel_diff_score']:.1e} | "
+                    f"{100 * r['top5pct_agreement']:.0f} % |")
     any_r = next(iter(results.values()))
     text = (f"# Per-sample entropy-gradient norms: vectorised vs loop\n\n{any_r['device']}, "
             f"{any_r['threads']} thread(s), torch {any_r['torch']}.\n\n" + "\n".join(rows) + "\n")
