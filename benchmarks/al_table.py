@@ -3,7 +3,8 @@ Markdown table (accuracy mean ± std per round, AUBC, query seconds per round) a
 
 Methods are given as ``LABEL=METHOD[:KEY=VALUE,...]``, e.g. ``dm2-pairs=dm2:mixing=pairs,alpha=1.0``;
 a bare ``METHOD`` is its own label; ``subset=R`` is the runner's candidate subset (``full``: all),
-``recipe.KEY=VALUE`` a recipe option, anything else a strategy option.  Runs resume: re-running the
+``recipe=NAME`` overrides the method's training recipe, ``recipe.KEY=VALUE`` sets a recipe option,
+anything else is a strategy option.  Runs resume: re-running the
 same command skips finished rounds.
 
     python benchmarks/al_table.py --name mnist_dm2 --methods random entropy dm2 dm2-at
@@ -57,12 +58,14 @@ def main() -> None:
         label, method, options = parse_method(spec)
         recipe_opts = {k[len("recipe."):]: v for k, v in options.items() if k.startswith("recipe.")}
         subset = options.pop("subset", None)
+        recipe = options.pop("recipe", None)
         strat_opts = {k: v for k, v in options.items() if not k.startswith("recipe.")}
         cfg = ExperimentConfig(
             dataset=args.dataset, model=args.model, method=method, initial_size=args.initial_size,
             budget=args.budget, rounds=args.rounds, seeds=tuple(int(s) for s in args.seeds.split(",")),
             pool_size=args.pool_size, test_size=args.test_size, train=train,
             strategy_options=strat_opts, recipe_options=recipe_opts, device=args.device, subset=subset,
+            recipe=recipe,
         )
         run_dir = Path("runs/bench") / args.name / label
         t0 = time.perf_counter()

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from dalkit.data.dataset import to_float
-from dalkit.experiment import ExperimentConfig, initial_labeled, run_experiment
+from dalkit.experiment import METHODS, ExperimentConfig, initial_labeled, run_experiment
 from dalkit.experiment import runner as runner_module
 from dalkit.experiment.runner import derive_seed, prepare_data, resolved_options
 from dalkit.report import summarize
@@ -67,13 +67,18 @@ def _naive_fgsm(model: torch.nn.Module, x: torch.Tensor, y: int, eps: float) -> 
     return (x.detach() + eps * grad.sign()).clamp(0.0, 1.0)
 
 
-@pytest.mark.parametrize("method", ["margin", "dm2-at"])
+@pytest.mark.parametrize("method", ["margin", *sorted(METHODS)])
 def test_each_round_trains_on_the_initial_set_plus_every_selection(method, digits, monkeypatch):
+    """Every registered method (strategy + recipe preset) and a plain strategy."""
     cfg, pool, records, rec = run_recorded(method, digits, monkeypatch)
     keys = _row_keys(pool.images, pool.labels)
     assert len(set(keys)) == len(keys), "precondition: pool rows are distinct"
     index_of = {k: i for i, k in enumerate(keys)}
-    eps = resolved_options(cfg)["recipe"].get("epsilon")
+    recipe = resolved_options(cfg)["recipe"]
+    eps = recipe.get("epsilon")
+    # DM2-AT's counterparts are FGSM with the true label, fixed at selection time (the paper's reading)
+    fgsm_pairs = (recipe["name"] == "adversarial" and recipe.get("label") == "true"
+                  and not recipe.get("regenerate"))
     assert len(rec.trainsets) == len(cfg.seeds) * (cfg.rounds + 1)
     it = iter(rec.trainsets)
     models = {}  # (seed, round) -> the model that selected in that round
@@ -86,7 +91,7 @@ def test_each_round_trains_on_the_initial_set_plus_every_selection(method, digit
             ts = next(it)
             got = Counter(index_of[k] for k in _row_keys(ts.images, ts.labels))
             assert got == Counter(expected), f"seed {seed} round {r['round']} trains on the wrong set"
-            if method == "dm2-at":
+            if fgsm_pairs:
                 rows = [index_of[k] for k in _row_keys(ts.images, ts.labels)]
                 paired = ts.paired.tolist() if ts.paired is not None else [False] * len(rows)
                 for row, idx in enumerate(rows):
@@ -95,7 +100,7 @@ def test_each_round_trains_on_the_initial_set_plus_every_selection(method, digit
                         model = models[(seed, selected_in[idx])]
                         ref = _naive_fgsm(model, to_float(pool.images[idx]), int(pool.labels[idx]), eps)
                         torch.testing.assert_close(ts.adv_images[row], ref, atol=1e-5, rtol=0)
-            else:
+            elif recipe["name"] != "adversarial":  # recipes without counterparts never pair
                 assert ts.paired is None or not bool(ts.paired.any())
             if r["round"] < cfg.rounds:
                 ctx, _, _ = next(contexts)

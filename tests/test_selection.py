@@ -10,7 +10,6 @@ shows up as a selection that is not the naive top-k.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -94,13 +93,25 @@ def _naive_grad_norms(ctx: QueryContext, how: str) -> list[float]:
     return out
 
 
+def _naive_dm2(ctx: QueryContext, seed: int) -> list[float]:
+    """DM2 (group mixing, uniform weights, 3 neighbours, lam 0.6): minus the naive per-anchor loop of
+    tests/test_dm2.py (exact combined-distance neighbours, mixed inputs, max softmax)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("_dm2_tests", Path(__file__).parent / "test_dm2.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return [-c for c in module.naive_dm2_confidence(ctx, 3, "group", "uniform", 0.6)]
+
+
 def _margin(row: list[float]) -> float:
     first, second = sorted(row, reverse=True)[:2]
     return -(first - second)
 
 
-# name -> (strategy options, naive score over ctx.unlabeled_idx (higher = pick first))
-ORACLES: dict[str, tuple[dict, Callable[[QueryContext, int], list[float]]]] = {
+# name -> (strategy options, naive score over ctx.unlabeled_idx (higher = pick first)[, context options])
+ORACLES: dict[str, tuple] = {
     "least-confidence": ({}, lambda ctx, seed: [1.0 - max(row) for row in _naive_probs(ctx)]),
     "margin": ({}, lambda ctx, seed: [_margin(row) for row in _naive_probs(ctx)]),
     "entropy": ({}, lambda ctx, seed: [_entropy(row) for row in _naive_probs(ctx)]),
@@ -108,6 +119,8 @@ ORACLES: dict[str, tuple[dict, Callable[[QueryContext, int], list[float]]]] = {
     "entropy-bayesian": ({"k": MC_K, "p": MC_P}, _naive_mean_entropy),
     "lplgrad": ({"norm": "frobenius"}, lambda ctx, seed: _naive_grad_norms(ctx, "frobenius")),
     "ent-gradnorm": ({"norm": "layer-sum"}, lambda ctx, seed: _naive_grad_norms(ctx, "layer-sum")),
+    "dm2": ({"n_neighbors": 3, "mixing": "group", "weights": "uniform", "lam": 0.6, "candidates": None},
+            _naive_dm2, {"pool_size": 90}),
 }
 # every other registered strategy, with why it has no single-score oracle here (and where it is tested)
 NOT_SCORE_BASED = {
@@ -116,11 +129,10 @@ NOT_SCORE_BASED = {
     "alphamix": "candidates + k-means: test_alphamix_clusters_its_candidates, test_alphamix.py",
     "badge": "k-means++ on gradient embeddings: tests/strategies/test_badge.py",
     "coreset": "k-center greedy: tests/strategies/test_coreset.py",
-    "dm2": "mixup confidence over kNN: tests/test_dm2.py against a naive loop",
     "noise-stability": "feature-deviation score: tests/strategies/test_noise_stability.py",
     "probcover": "graph cover: tests/strategies/test_probcover.py",
     "uncertain-gcn": "GCN ranking: tests/strategies/test_uncertain_gcn.py",
-    "learning-loss": "needs a model with a loss-prediction module: tests/test_loss_prediction.py",
+    "learning-loss": "predicted loss (needs the loss-prediction recipe): tests/strategies/test_gradnorm.py",
 }
 
 
@@ -134,11 +146,12 @@ def test_every_registered_strategy_has_an_oracle_or_a_reason():
 @pytest.mark.parametrize("name", sorted(ORACLES))
 @pytest.mark.parametrize("seed", [0, 1])
 def test_selection_is_the_top_k_of_a_naive_score(name, seed, make_context):
-    options, naive = ORACLES[name]
-    ctx = make_context(seed=seed, per_class=2)
+    options, naive, *rest = ORACLES[name]
+    ctx_options = {"seed": seed, "per_class": 2, **(rest[0] if rest else {})}
+    ctx = make_context(**ctx_options)
     budget = 15
     sel = query(create_strategy(name, **options), ctx, budget)
-    scores = naive(make_context(seed=seed, per_class=2), seed)
+    scores = naive(make_context(**ctx_options), seed)
     by_index = dict(zip(ctx.unlabeled_idx.tolist(), scores, strict=True))
     chosen = set(sel.indices.tolist())
     worst_chosen = min(by_index[i] for i in chosen)

@@ -124,8 +124,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _print_round(rec: dict[str, Any]) -> None:
+    robust = (("corrupt_acc_mean", "corrupted"), ("fgsm_acc", "FGSM"), ("pgd_acc", "PGD"))
     print(f"  seed {rec['seed']} round {rec['round']:>2}: {rec['n_labeled']:>6} labeled, "
-          f"acc {100 * rec['test_acc']:.2f}%, train {rec['train_s']:.1f}s, query {rec['query_s']:.2f}s",
+          f"acc {100 * rec['test_acc']:.2f}%, train {rec['train_s']:.1f}s, query {rec['query_s']:.2f}s"
+          + "".join(f", {label} {100 * rec[key]:.2f}%" for key, label in robust if key in rec),
           file=sys.stderr)
 
 

@@ -40,8 +40,9 @@ def resnet_with_nontrivial_batchnorm() -> torch.nn.Module:
     return model.eval()
 
 
+@pytest.mark.parametrize("method", ["factored", "vmap"])
 @pytest.mark.parametrize("arch", ["cnn", "resnet18"])
-def test_vectorised_norms_equal_a_per_sample_backward_loop(arch, digits_model):
+def test_vectorised_norms_equal_a_per_sample_backward_loop(arch, method, digits_model):
     if arch == "cnn":
         model, x = digits_model, torch.rand(12, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     else:
@@ -49,7 +50,7 @@ def test_vectorised_norms_equal_a_per_sample_backward_loop(arch, digits_model):
         x = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     state = {k: v.clone() for k, v in model.state_dict().items()}
     model.train()  # scoring must switch BatchNorm (and dropout) to eval itself, and restore the mode
-    fast = per_sample_grad_norms(model, x, chunk_size=5)  # chunks of 5: a partial last chunk too
+    fast = per_sample_grad_norms(model, x, chunk_size=5, method=method)  # a partial last chunk too
     assert model.training
     ref = naive_grad_norms(model, x)
     assert fast.shape == ref.shape

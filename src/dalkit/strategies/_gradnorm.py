@@ -7,8 +7,11 @@ g_i = ||grad_w H_i||_F (Eq. 8), and the B highest g_i are queried (Eq. 9).  The 
 Per-sample gradients come from ``torch.func``: ``vmap(grad(H))`` over a functional call of the model,
 in chunks so at most ~``chunk_mib`` MiB of per-sample gradients live at once, with the model in eval
 mode (BatchNorm uses its running statistics, so a sample's gradient does not depend on the others in
-its chunk).  The reference codes score one sample at a time with a backward pass each; the results are
-the same (tests compare with such a loop to 1e-5); ``benchmarks/gradnorm_speed.py`` times both.
+its chunk).  By default the Linear/Conv2d weight gradients are not materialised: ``vmap(grad)`` gives
+each sample's gradient at those layers' outputs, and the weight-gradient norm follows from it and the
+layer's input (``method="factored"``; ``method="vmap"`` materialises everything).  The reference codes
+score one sample at a time with a backward pass each; the results are the same (tests compare with
+such a loop to 1e-5); ``benchmarks/gradnorm_speed.py`` times the three.
 
 Norms: ``frobenius`` = sqrt(sum over parameter tensors of ||g_t||^2) (Eq. 8); ``layer-sum`` =
 sum_t ||g_t||, what the official LPLgrad and GradNorm codes compute (a norm per parameter tensor, summed).
@@ -44,40 +47,120 @@ def main_parameters(model: nn.Module) -> dict[str, Tensor]:
     return {name: p.detach() for name, p in model.named_parameters() if not name.startswith(prefix)}
 
 
+def _factored_layers(model: nn.Module, x1: Tensor) -> dict[str, tuple[nn.Module, torch.Size]]:
+    """Linear and (ungrouped) Conv2d layers called exactly once in a forward pass of one sample
+    ``x1`` [1, C, H, W], with their output shapes: their weight gradients are factored (see
+    :func:`per_sample_grad_norms`)."""
+    candidates = {name: mod for name, mod in model.named_modules()
+                  if not name.startswith(LOSS_MODULE + ".")
+                  and (isinstance(mod, nn.Linear) or (isinstance(mod, nn.Conv2d) and mod.groups == 1))}
+    calls: dict[str, list[torch.Size]] = {name: [] for name in candidates}
+    handles = [mod.register_forward_hook(lambda m, a, out, name=name: calls[name].append(out.shape[1:]))
+               for name, mod in candidates.items()]
+    try:
+        with torch.no_grad():
+            model(x1)
+    finally:
+        for h in handles:
+            h.remove()
+    return {name: (candidates[name], shapes[0]) for name, shapes in calls.items() if len(shapes) == 1}
+
+
+def _weight_grad_norms(mod: nn.Module, a: Tensor, delta: Tensor) -> Tensor:
+    """||dH/dW||_F per sample from the layer's inputs ``a`` [B, 1, ...] and output gradients ``delta``
+    [B, ...] (no per-sample weight gradient over all samples at once for Linear).
+
+    Linear on one vector per sample: dW = delta a^T, so ||dW|| = ||delta|| ||a||.  Conv2d: dW = delta U^T
+    with U the unfolded input patches [C_in k^2, P]; either materialised per sample by a batched matrix
+    product, or (when P is small) ||dW||^2 = sum_{p,q} (delta_p . delta_q)(u_p . u_q) from two P x P Grams.
+    """
+    b = a.shape[0]
+    if isinstance(mod, nn.Linear):
+        return delta.reshape(b, -1).norm(dim=1) * a.reshape(b, -1).norm(dim=1)
+    u = F.unfold(a.reshape(b, *a.shape[2:]), mod.kernel_size, mod.dilation, mod.padding,
+                 mod.stride)  # [B, C_in k^2, P]
+    d = delta.reshape(b, delta.shape[1], -1)  # [B, C_out, P]
+    k, p, c_out = u.shape[1], u.shape[2], d.shape[1]
+    if p * (c_out + k) < c_out * k:  # Gram route is cheaper
+        gram_d = torch.bmm(d.transpose(1, 2), d)  # [B, P, P]
+        gram_u = torch.bmm(u.transpose(1, 2), u)
+        return (gram_d * gram_u).sum(dim=(1, 2)).clamp_min(0).sqrt()
+    return torch.bmm(d, u.transpose(1, 2)).flatten(1).norm(dim=1)
+
+
 def per_sample_grad_norms(
     model: nn.Module,
     x: Tensor,
     chunk_size: int | None = None,
     chunk_mib: float = 256.0,
+    method: str = "factored",
 ) -> Tensor:
     """Per-sample, per-parameter-tensor norms of grad_w H(p(y|x_i)) (Eq. 7), vectorised.
+
+    ``method="vmap"``: ``vmap(grad(H))`` over every parameter: each sample's full gradient is
+    materialised.  ``method="factored"`` (default, same numbers): ``vmap(grad)`` over the parameters
+    other than Linear/Conv2d weights and over zero "probes" added to those layers' outputs, which gives
+    each sample's output gradient delta; the weight-gradient norms then follow from delta and the
+    layer's input (:func:`_weight_grad_norms`) without the outer products that dominate the plain path
+    on a CPU.
 
     Args:
         model: the classifier (put in eval mode for the call, restored afterwards; not modified).
         x: float inputs [N, C, H, W] on the model's device.
-        chunk_size: samples per ``vmap`` call; None sizes it so the chunk's per-sample gradients take
-            about ``chunk_mib`` MiB.
+        chunk_size: samples per ``vmap`` call; None sizes it so the chunk's per-sample gradients (or
+            saved activations) take about ``chunk_mib`` MiB.
+        method: "factored" or "vmap".
     Returns:
         [N, T] float norms ||g_i,t|| for the T parameter tensors of :func:`main_parameters`, on the CPU.
     """
+    if method not in ("factored", "vmap"):
+        raise ValueError(f"method must be 'factored' or 'vmap', got {method!r}")
     params = main_parameters(model)
     buffers = {name: b.detach() for name, b in model.named_buffers()}
-    n_params = sum(p.numel() for p in params.values())
-    if chunk_size is None:
-        chunk_size = max(1, min(512, int(chunk_mib * 2 ** 20 // (4 * n_params))))
-
-    def sample_entropy(p: dict[str, Tensor], xi: Tensor) -> Tensor:
-        logits = functional_call(model, (p, buffers), (xi.unsqueeze(0),))
-        return entropy_from_logits(logits)[0]
-
-    grads_of = vmap(grad(sample_entropy), in_dims=(None, 0))
     was_training = model.training
     model.eval()
     out = torch.empty(x.shape[0], len(params))
     try:
+        layers = _factored_layers(model, x[:1]) if method == "factored" and x.shape[0] else {}
+        factored = {f"{name}.weight": name for name in layers}
+        free = {k: v for k, v in params.items() if k not in factored}  # differentiated directly
+        fixed = {k: v for k, v in params.items() if k in factored}
+        per_sample_floats = sum(v.numel() for v in free.values()) + sum(
+            2 * shape.numel() for _, shape in layers.values()) + sum(
+            int(torch.tensor(layers[n][0].weight.shape[1:]).prod()) * 64 for n in layers)
+        if chunk_size is None:
+            chunk_size = max(1, min(512, int(chunk_mib * 2 ** 20 // (4 * max(per_sample_floats, 1)))))
+        probes = {name: torch.zeros(shape, device=x.device, dtype=x.dtype)
+                  for name, (_, shape) in layers.items()}
+
+        def sample_entropy(p: dict[str, Tensor], probe: dict[str, Tensor], xi: Tensor):
+            inputs: dict[str, Tensor] = {}
+
+            def make_hook(name: str):
+                def hook(mod: nn.Module, args: tuple, output: Tensor) -> Tensor:
+                    inputs[name] = args[0]
+                    return output + probe[name]
+                return hook
+
+            handles = [mod.register_forward_hook(make_hook(name)) for name, (mod, _) in layers.items()]
+            try:
+                logits = functional_call(model, ({**p, **fixed}, buffers), (xi.unsqueeze(0),))
+            finally:
+                for h in handles:
+                    h.remove()
+            return entropy_from_logits(logits)[0], inputs
+
+        grads_of = vmap(grad(sample_entropy, argnums=(0, 1), has_aux=True), in_dims=(None, None, 0))
         for start in range(0, x.shape[0], chunk_size):
-            g = grads_of(params, x[start:start + chunk_size])
-            norms = torch.stack([t.flatten(1).norm(dim=1) for t in g.values()], dim=1)  # [B, T]
+            (g_free, g_probe), inputs = grads_of(free, probes, x[start:start + chunk_size])
+            cols = []
+            for name in params:
+                if name in factored:
+                    layer = factored[name]
+                    cols.append(_weight_grad_norms(layers[layer][0], inputs[layer], g_probe[layer]))
+                else:
+                    cols.append(g_free[name].flatten(1).norm(dim=1))
+            norms = torch.stack(cols, dim=1)  # [B, T]
             out[start:start + norms.shape[0]] = norms.float().cpu()
     finally:
         model.train(was_training)
