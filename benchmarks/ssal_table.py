@@ -105,6 +105,11 @@ def run(args: argparse.Namespace) -> None:
     cache = Path("runs/bench") / args.name
     cache.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    if args.stop_at:  # turn a UTC wall-clock deadline into a budget from now
+        now = time.gmtime()
+        hh, mm = (int(v) for v in args.stop_at.split(":"))
+        left = (hh * 60 + mm) - (now.tm_hour * 60 + now.tm_min + now.tm_sec / 60)
+        args.max_minutes = min(args.max_minutes, max(0.0, left))
     recipes = []
     for spec in args.trainings:
         label, training, options = parse_training(spec)
@@ -230,6 +235,7 @@ def main() -> None:
     p.add_argument("--pool-size", type=int, default=10000)
     p.add_argument("--test-size", type=int, default=5000)
     p.add_argument("--max-minutes", type=float, default=18.0)
+    p.add_argument("--stop-at", help="UTC HH:MM after which no new cell starts (a shared deadline)")
     p.add_argument("--reuse", help="copy finished cells of the same settings from this results table")
     args = p.parse_args()
     report(args) if args.report else run(args)
