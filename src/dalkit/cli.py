@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from dalkit.checks import short
+from dalkit.checks import count_values, short
 from dalkit.errors import ConfigError, DalkitError
 from dalkit.experiment.config import read_config_values
 
@@ -37,6 +37,8 @@ def _parse_options(pairs: list[str] | None, flag: str) -> dict[str, Any]:
             parsed = yaml.safe_load(value)
         except yaml.YAMLError:
             parsed = value
+        if count_values(parsed, 10_000) >= 10_000:
+            raise ConfigError(f"{flag} {short(key)[1:-1]}: the value expands to more than 10000 values")
         if "." in key:
             method, key = key.split(".", 1)
             out.setdefault(method, {})[key] = parsed
