@@ -86,10 +86,29 @@ def write_tables(table: str, labels: list[str], root: Path) -> None:
               + ". Accuracy (%) mean ± std over seeds; AUBC (%) over the 11 evaluations.")
     per_corruption = corruption_table(labels, root)
     out.write_text(f"# robust_{table}\n\n{header}\n\n{markdown_table(summaries)}\n\n"
+                   f"## Final round (220 labels), mean ± std over seeds (%)\n\n{final_table(summaries)}\n\n"
                    f"## Final-round accuracy on each corruption (%)\n\n{per_corruption}\n")
     out.with_suffix(".json").write_text(json.dumps(summaries, indent=1))
     plot_learning_curves(summaries, out.with_suffix(".png"), title=f"MNIST robust ({table}), clean accuracy")
     print(out.read_text())
+
+
+def final_table(summaries: dict[str, dict]) -> str:
+    """Final-round clean / corrupted-mean / FGSM / PGD accuracy (the paper's Table 3 reports the last
+    round), and the OOD images labeled with an open-set pool."""
+    ood = any("n_ood_labeled" in s["robust"] for s in summaries.values())
+    head = ["method", "clean", "corrupted (mean of 15)", "FGSM", "PGD", *(["OOD labeled"] if ood else [])]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, s in summaries.items():
+        r = s["robust"]
+        cells = [f"{100 * s['final_acc_mean']:.2f} ± {100 * s['final_acc_std']:.2f}"]
+        cells += [f"{100 * r[m]['final_mean']:.2f} ± {100 * r[m]['final_std']:.2f}" if m in r else ""
+                  for m in ("corrupt_acc_mean", "fgsm_acc", "pgd_acc")]
+        if ood:
+            o = r.get("n_ood_labeled")
+            cells.append(f"{o['final_mean']:.1f} ± {o['final_std']:.1f}" if o else "")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def corruption_table(labels: list[str], root: Path) -> str:
