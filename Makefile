@@ -50,7 +50,7 @@ LPL_METHODS := lplgrad=lplgrad:subset=10000 learning-loss=learning-loss:subset=1
 
 bench: install data
 	$(BIN)/python benchmarks/gradnorm_speed.py --n 2000 --loop-n 2000 500
-	$(BIN)/python benchmarks/al_table.py --name mnist_lplgrad --pool-size 20000 --initial-size 100 \
+	$(BIN)/python benchmarks/al_table.py --name mnist_lplgrad_e20 --pool-size 20000 --initial-size 100 --epochs 20 \
 		--budget 100 --rounds 5 --methods $(LPL_METHODS)
 	$(BIN)/python benchmarks/query_cost.py --sizes 15000 30000 60000 --budget 100
 	$(BIN)/python benchmarks/al_table.py --name mnist_dm2 --pool-size 20000 --initial-size 50 \
