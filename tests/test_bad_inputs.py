@@ -100,6 +100,10 @@ def _nonsquare(t: Path) -> None:
              y_test=np.arange(40) % 4)
 
 
+OPTION_BOMB = "[&a [x, x, x, x, x, x, x, x], " + ", ".join(  # 8**5 values in one flow sequence
+    f"&{c} [{', '.join(['*' + p] * 8)}]" for p, c in zip("abcd", "bcde", strict=True)) + "]"
+
+
 # (id, setup or None, argv with {T} for the test directory, expected substring of the error line)
 CORPUS: list[tuple[str, Callable[[Path], None] | None, list[str], str]] = [
     # --- flags
@@ -152,12 +156,22 @@ CORPUS: list[tuple[str, Callable[[Path], None] | None, list[str], str]] = [
     ("option-str-as-int", None, R("--method", "dm2", "--option", "mixing=3"), "mixing"),
     ("option-bald-k-float", None, R("--method", "bald", "--option", "k=2.5"), "k"),
     ("option-bald-k-bool", None, R("--method", "bald", "--option", "k=true"), "k"),
+    ("option-alias-bomb", None, R("--option", "k=" + OPTION_BOMB),
+     "expands"),
     ("per-method-option-unknown", None, R("--option", "random.bogus=1"), "bogus"),
     ("recipe-option-label", None, R("--method", "dm2-at", "--recipe-option", "label=oracle"), "label"),
     ("recipe-option-epsilon-range", None, R("--method", "dm2-at", "--recipe-option", "epsilon=2"), "epsilon"),
     ("recipe-option-epsilon-bool", None, R("--method", "dm2-at", "--recipe-option", "epsilon=true"),
      "epsilon"),
     ("recipe-unknown", None, R("--recipe", "bogus"), "unknown recipe"),
+    ("ssl-option-int-as-float", None, R("--method", "fixmatch:margin", "--recipe-option", "mu=2.5"), "mu"),
+    ("ssl-option-float-as-bool", None, R("--method", "fixmatch:margin", "--recipe-option", "tau=true"),
+     "tau"),
+    ("ssl-unknown-training", None, R("--method", "bogusmatch:margin"), "bogusmatch"),
+    ("ssl-empty-strategy", None, R("--method", "fixmatch:"), "fixmatch:"),
+    ("lplgrad-unknown-norm", None, R("--method", "lplgrad", "--option", "norm=spectral"), "norm"),
+    ("lplgrad-chunk-bool", None, R("--method", "lplgrad", "--option", "chunk_size=true"), "chunk_size"),
+    ("activeft-features-absent", None, R("--method", "activeft", "--option", "source=features"), "features"),
     # --- features
     ("features-missing-file", None, R("--method", "coreset", "--option", "source=features", "--features",
                                       "{T}/none.npy"), "features"),

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from dalkit.checks import short
+from dalkit.checks import count_values, short
 from dalkit.errors import ConfigError, DalkitError
 from dalkit.experiment.config import read_config_values
 
@@ -37,6 +37,8 @@ def _parse_options(pairs: list[str] | None, flag: str) -> dict[str, Any]:
             parsed = yaml.safe_load(value)
         except yaml.YAMLError:
             parsed = value
+        if count_values(parsed, 10_000) >= 10_000:
+            raise ConfigError(f"{flag} {short(key)[1:-1]}: the value expands to more than 10000 values")
         if "." in key:
             method, key = key.split(".", 1)
             out.setdefault(method, {})[key] = parsed
@@ -124,8 +126,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _print_round(rec: dict[str, Any]) -> None:
+    robust = (("corrupt_acc_mean", "corrupted"), ("fgsm_acc", "FGSM"), ("pgd_acc", "PGD"))
     print(f"  seed {rec['seed']} round {rec['round']:>2}: {rec['n_labeled']:>6} labeled, "
-          f"acc {100 * rec['test_acc']:.2f}%, train {rec['train_s']:.1f}s, query {rec['query_s']:.2f}s",
+          f"acc {100 * rec['test_acc']:.2f}%, train {rec['train_s']:.1f}s, query {rec['query_s']:.2f}s"
+          + "".join(f", {label} {100 * rec[key]:.2f}%" for key, label in robust if key in rec),
           file=sys.stderr)
 
 
