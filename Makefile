@@ -42,7 +42,16 @@ BENCH_METHODS := random least-confidence margin entropy bald entropy-bayesian co
 	dm2-pairs=dm2:mixing=pairs,alpha=1.0 dm2-at dm2-at-uniform=dm2-at:weights=uniform \
 	dm2-at-pred-uniform=dm2-at:weights=uniform,recipe.label=predicted
 
+LPL_METHODS := lplgrad=lplgrad:subset=10000 learning-loss=learning-loss:subset=10000 \
+	ent-gradnorm=ent-gradnorm:subset=10000 entropy=entropy:subset=10000 margin=margin:subset=10000 \
+	coreset=coreset:subset=10000 random=random:subset=10000 \
+	lplgrad-no-aux=lplgrad:subset=10000,recipe=supervised lplgrad-full=lplgrad:subset=full \
+	lplgrad-R1k=lplgrad:subset=1000
+
 bench: install data
+	$(BIN)/python benchmarks/gradnorm_speed.py --n 2000 --loop-n 2000 500
+	$(BIN)/python benchmarks/al_table.py --name mnist_lplgrad_e20 --pool-size 20000 --initial-size 100 --epochs 20 \
+		--budget 100 --rounds 5 --methods $(LPL_METHODS)
 	$(BIN)/python benchmarks/query_cost.py --sizes 15000 30000 60000 --budget 100
 	$(BIN)/python benchmarks/al_table.py --name mnist_dm2 --pool-size 20000 --initial-size 50 \
 		--budget 50 --rounds 10 --methods $(BENCH_METHODS)

@@ -50,6 +50,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=96)
     p.add_argument("--device", default="auto")
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing: tabulate the methods whose runs have finished")
     args = p.parse_args()
 
     train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer="adam", lr=1e-3)
@@ -68,6 +70,10 @@ def main() -> None:
             recipe=recipe,
         )
         run_dir = Path("runs/bench") / args.name / label
+        if args.report_only:
+            if (run_dir / "summary.json").exists():
+                run_dirs.append(run_dir)
+            continue
         t0 = time.perf_counter()
         print(f"== {label} ({method} {options})", file=sys.stderr, flush=True)
         run_experiment(cfg, run_dir, progress=False)
