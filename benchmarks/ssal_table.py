@@ -39,13 +39,13 @@ STRATEGIES = ["random", "coreset", "alphamix", "activeft", "noise-stability"]
 
 def parse_training(spec: str) -> tuple[str, str, dict]:
     """``LABEL=TRAINING:k=v,k=v`` or ``TRAINING`` -> (label, training, options)."""
-    label, _, rest = spec.partition("=") if "=" in spec.split(":")[0] else (spec, "", spec)
-    training, _, opts = (rest or spec).partition(":")
+    head, _, opts = spec.partition(":")
+    label, _, training = head.rpartition("=")  # the label may itself hold "=" (e.g. "fa[T=1]")
     options = {}
     for pair in filter(None, opts.split(",")):
         key, _, value = pair.partition("=")
         options[key] = yaml.safe_load(value)
-    return label if rest else spec.split(":")[0], training, options
+    return label or training, training, options
 
 
 def per_class_initial(labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
@@ -195,7 +195,7 @@ def report(args: argparse.Namespace) -> None:
     settings = sorted({k.split("/")[0] for k in results})
     for setting in settings:
         labels = list(dict.fromkeys(k.split("/")[1] for k in results if k.startswith(setting + "/")))
-        strategies = [s for s in STRATEGIES if any(s in results[k]["strategies"] for k in results
+        strategies = [s for s in args.strategies if any(s in results[k]["strategies"] for k in results
                                                    if k.startswith(setting + "/"))]
         lines += [f"**{setting[2:]} label(s) per class** ({int(setting[2:]) * 10} initial + "
                   f"{int(setting[2:]) * 10} selected)", "",
@@ -215,6 +215,28 @@ def report(args: argparse.Namespace) -> None:
             row += [_fmt(per_seed_avg), f"{statistics.mean(secs):.1f}" if secs else "–"]
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
+        # the paper's claim: FA improves every SSL + AL pair (paired by seed)
+        gains = []
+        for base in ("fixmatch", "freematch"):
+            if base not in labels or f"{base}+fa" not in labels:
+                continue
+            for strat in strategies:
+                diffs = []
+                for k, c in results.items():
+                    if not k.startswith(f"{setting}/{base}/"):
+                        continue
+                    fa_cell = results.get(k.replace(f"/{base}/", f"/{base}+fa/"), {"strategies": {}})
+                    if strat in c["strategies"] and strat in fa_cell["strategies"]:
+                        diffs.append(fa_cell["strategies"][strat]["acc"] - c["strategies"][strat]["acc"])
+                if diffs:
+                    gains.append((base, strat, diffs))
+        if gains:
+            better = sum(statistics.mean(d) > 0 for _, _, d in gains)
+            lines += ["FA gain (points, TRAINING+fa − TRAINING, paired by seed): "
+                      f"{better} of {len(gains)} SSL+AL pairs improve on average.", "",
+                      "| pair | gain | seeds |", "|---|---|---|"]
+            lines += [f"| {b}:{s} | {100 * statistics.mean(d):+.1f} | {len(d)} |" for b, s, d in gains]
+            lines.append("")
     text = "\n".join(lines)
     (RESULTS / f"{args.name}.md").write_text(text)
     print(text)

@@ -51,6 +51,9 @@ def test_batchnorm_runs_in_train_mode_and_is_restored():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.rand(10, 1, 16, 16)
     out = mc_block_logits(model, x, 2, 1e-7, torch.Generator().manual_seed(0))  # dropout ~ off
+    after = model.state_dict()  # the running statistics are back as they were
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not model.training
     model.train()
     with torch.no_grad():
         batch_stats = model(x)
@@ -60,8 +63,6 @@ def test_batchnorm_runs_in_train_mode_and_is_restored():
         running = model(x)
     torch.testing.assert_close(out[0], batch_stats, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(out[0], running, atol=1e-3)
-    after = model.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before)
 
 
 def test_sum_entropy_matches_a_loop():
