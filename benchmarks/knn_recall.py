@@ -5,7 +5,7 @@ The design notes measured recall 1.000 on 128-d MNIST CNN features and ~0.35 on 
 vectors; this checks the wide backbones the paper uses for CIFAR/SVHN.  Writes
 benchmarks/results/knn_recall.md.
 
-    python benchmarks/knn_recall.py --pool 3000 --train 1000 --models resnet18:2 mobilenet:15
+    python benchmarks/knn_recall.py --pool 3000 --train 1000 --models resnet18:2 mobilenet:20
 
 Results per model are kept in benchmarks/results/knn_recall.json, so models can be run separately.
 """
@@ -31,7 +31,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pool", type=int, default=3000)
     p.add_argument("--train", type=int, default=1000)
-    p.add_argument("--models", nargs="*", default=["resnet18:2", "mobilenet:15"],
+    p.add_argument("--models", nargs="*", default=["resnet18:2", "mobilenet:20"],
                    help="NAME:EPOCHS (none: only rewrite the table)")
     p.add_argument("--anchors", type=int, default=500)
     p.add_argument("--k", type=int, default=5)
