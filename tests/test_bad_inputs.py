@@ -151,6 +151,12 @@ CORPUS: list[tuple[str, Callable[[Path], None] | None, list[str], str]] = [
     ("option-batch-size-zero", None, R("--method", "dm2", "--option", "batch_size=0"), "batch_size"),
     ("option-neighbours-beyond-pool", None, R("--method", "dm2", "--option", "n_neighbors=1490"),
      "n_neighbors"),
+    ("option-offset-plus-budget-beyond-pool", None, R("--method", "dm2", "--option", "offset=1483"),
+     "offset 1483 + budget 5"),
+    ("option-offset-plus-budget-beyond-subset", None,
+     R("--method", "dm2", "--subset", "100", "--option", "offset=96"), "offset 96 + budget 5"),
+    ("option-neighbours-beyond-subset", None,
+     R("--method", "dm2", "--subset", "100", "--option", "n_neighbors=100"), "n_neighbors"),
     ("option-float-as-bool", None, R("--method", "dm2", "--option", "lam=true"), "lam"),
     ("option-float-nan", None, R("--method", "dm2", "--option", "lam=.nan"), "lam"),
     ("option-str-as-int", None, R("--method", "dm2", "--option", "mixing=3"), "mixing"),
@@ -311,3 +317,16 @@ def test_bad_input(capsys, tmp_path, completed, setup, argv, expected):
     assert lines[0].startswith("dalkit: error: ") and len(lines[0]) <= 500
     assert expected in lines[0]
     assert snapshot(tmp_path) == before, "a bad input changed files on disk"
+
+
+def test_method_default_subset_smaller_than_the_budget(capsys, tmp_path, completed, monkeypatch):
+    """A method's own candidate subset (not the config's, which the config checks) below the budget is
+    refused before anything is written, not left to fail in round 0."""
+    from dalkit.experiment.methods import METHODS, MethodSpec
+    monkeypatch.setitem(METHODS, "tiny-subset", MethodSpec("random", subset=3))
+    shutil.copytree(completed, tmp_path / "out")
+    before = snapshot(tmp_path)
+    rc = main([a.replace("{T}", str(tmp_path)) for a in NEW("--method", "tiny-subset")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and "candidate subset of 3, smaller than the budget 5" in lines[0]
+    assert snapshot(tmp_path) == before

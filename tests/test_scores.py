@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from dalkit.errors import ConfigError
 from dalkit.strategies import top_k
 from dalkit.strategies._uncertainty import entropy_scores, least_confidence_scores, margin_scores
 
@@ -123,9 +124,11 @@ def test_top_k_offset_skips_the_top():
     for offset in (0, 1, 7, 50):
         got = top_k(scores, 5, torch.Generator().manual_seed(0), offset=offset)
         assert got.tolist() == ranking[offset:offset + 5]
-    # an offset too large for k to fit is clamped: the k lowest come back, best first
-    got = top_k(scores, 5, torch.Generator().manual_seed(0), offset=58)
+    got = top_k(scores, 5, torch.Generator().manual_seed(0), offset=55)  # the last k that fit
     assert got.tolist() == ranking[55:60]
+    for offset in (56, 60, -1):  # too large for k to fit, or negative: refused, never clamped
+        with pytest.raises(ConfigError, match="offset"):
+            top_k(scores, 5, torch.Generator().manual_seed(0), offset=offset)
 
 
 def test_top_k_ties_deterministic_for_one_seed_and_reordered_by_others():

@@ -304,9 +304,19 @@ def test_probcover_errors(make_context) -> None:
         query(create_strategy("probcover", delta=1.5, max_edges=1000), make_context(), 5)
 
 
-def test_probcover_pool_smaller_than_the_number_of_classes(digits_model, digits_pool) -> None:
+def test_probcover_pool_smaller_than_the_number_of_classes(digits_model, digits_pool, caplog) -> None:
     images, labels = digits_pool.images[:6], digits_pool.labels[:6]
     ctx = QueryContext(digits_model, images, torch.tensor([0]), labels[:1], 10,
                        torch.Generator().manual_seed(0))
-    sel = query(create_strategy("probcover"), ctx, 5)  # k-means falls back to k = 6 points
+    with caplog.at_level("WARNING"):
+        sel = query(create_strategy("probcover"), ctx, 5)  # k-means falls back to k = 6 points
     assert sorted(sel.indices.tolist()) == [1, 2, 3, 4, 5]
+    # lowered loudly: one warning line, and the round's info says from what to what
+    warned = [r.getMessage() for r in caplog.records if "n_clusters" in r.getMessage()]
+    assert warned == ["dalkit: warning: probcover n_clusters lowered from 10 to 6: only 6 labeled + "
+                      "unlabeled samples to cluster"]
+    assert sel.info["n_clusters"] == 6 and sel.info["n_clusters_wanted"] == 10
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        sel = query(create_strategy("probcover", n_clusters=4), ctx, 5)  # fits: no warning, no info
+    assert not caplog.records and "n_clusters" not in sel.info

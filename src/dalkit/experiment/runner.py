@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import logging
 import time
@@ -396,11 +397,25 @@ def _probe_model(config: ExperimentConfig, data: Prepared) -> None:
 
 
 def _check_pool(config: ExperimentConfig, data: Prepared) -> None:
-    """Give a strategy with a ``check_pool(n_unlabeled)`` hook the smallest unlabeled pool it will see."""
-    strategy = _strategy_for(config)
-    hook = getattr(strategy, "check_pool", None)
-    if hook is not None and config.rounds > 0:
-        hook(len(data.pool) - config.initial_size - (config.rounds - 1) * config.budget)
+    """Refuse a candidate subset smaller than the budget, and give a strategy with a
+    ``check_pool(n_unlabeled[, budget])`` hook the smallest number of samples a round will rank (the last
+    round's unlabeled pool, or the candidate subset if smaller) and the budget."""
+    if config.rounds <= 0:
+        return
+    subset = config.candidate_subset
+    if subset is not None and subset < config.budget:  # a method's default subset (config checks its own)
+        raise ConfigError(f"method {config.method!r} scores a candidate subset of {subset}, smaller than the "
+                          f"budget {config.budget}; set subset (>= the budget) or subset: full")
+    smallest = len(data.pool) - config.initial_size - (config.rounds - 1) * config.budget
+    if subset is not None:
+        smallest = min(smallest, subset)
+    hook = getattr(_strategy_for(config), "check_pool", None)
+    if hook is None:
+        return
+    if "budget" in inspect.signature(hook).parameters:
+        hook(smallest, budget=config.budget)
+    else:  # a hook written before the budget was passed
+        hook(smallest)
 
 
 def _check_done_rounds(config: ExperimentConfig, data: Prepared, existing: list[dict[str, Any]],

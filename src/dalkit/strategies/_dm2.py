@@ -107,19 +107,23 @@ class DM2:
         if self.metric not in ("combined", "l2", "l1"):
             raise ConfigError(f"dm2 metric must be 'combined', 'l2' or 'l1', got {self.metric!r}")
 
-    def check_pool(self, n_unlabeled: int) -> None:
+    def check_pool(self, n_unlabeled: int, budget: int = 1) -> None:
         """Refuse (before a run starts) options the smallest unlabeled pool of the run cannot honour,
         instead of clamping them silently at query time.
 
+        Args:
+            n_unlabeled: the smallest number of samples a round will rank (unlabeled pool or candidates).
+            budget: samples selected per round.
         Raises:
-            ConfigError: n_neighbors >= the unlabeled pool, or an offset that leaves no room.
+            ConfigError: n_neighbors >= the unlabeled pool, or offset + budget beyond it.
         """
         if self.n_neighbors >= n_unlabeled:
             raise ConfigError(f"dm2 n_neighbors {self.n_neighbors} needs more than {self.n_neighbors} "
                               f"unlabeled samples, but the last round has {n_unlabeled}")
-        if self.offset >= n_unlabeled:
-            raise ConfigError(f"dm2 offset {self.offset} is not smaller than the last round's unlabeled "
-                              f"pool ({n_unlabeled})")
+        if self.offset + budget > n_unlabeled:
+            raise ConfigError(f"dm2 offset {self.offset} + budget {budget} exceeds the last round's "
+                              f"unlabeled pool ({n_unlabeled}); lower the offset to at most "
+                              f"{n_unlabeled - budget}")
 
     def neighbours(self, ctx: QueryContext) -> tuple[Tensor, Tensor]:
         """(d_c [U, n], positions [U, n] into ``ctx.unlabeled_idx``), cached per round."""

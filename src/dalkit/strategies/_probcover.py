@@ -20,6 +20,7 @@ over the in-edges of the newly covered nodes only, so the whole selection touche
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from torch import Tensor
 
 from dalkit.errors import ConfigError
 from dalkit.strategies.base import QueryContext, Selection, register_strategy
+
+log = logging.getLogger(__name__)
 
 #: float elements per distance block: 2**24 = 64 MB of float32 (plus a bool block of 16 MB)
 BLOCK_ELEMS = 1 << 24
@@ -387,7 +390,8 @@ class ProbCover:
         alpha: purity threshold for the estimate (the paper: 0.95).
         delta_grid: deltas to search; None searches every value where the purity changes (the limit
             of an arbitrarily fine grid, so the result is the largest delta any grid could give).
-        n_clusters: k of the purity k-means; None = number of classes.
+        n_clusters: k of the purity k-means; None = number of classes.  Lowered to the number of
+            samples when fewer (a warning, and ``n_clusters``/``n_clusters_wanted`` in the round info).
         max_edges: stop with a ConfigError rather than build a graph with more directed edges.
     """
 
@@ -440,8 +444,14 @@ class ProbCover:
             seconds[stage] = round(now - clock, 3)
             clock = now
 
+        lowered: dict[str, int] = {}
         if self.delta is None:  # section 4.2: purity of k-means clusters, k = number of classes
-            k = min(self.n_clusters or ctx.num_classes, n)  # a pool smaller than k: one point per cluster
+            wanted = self.n_clusters or ctx.num_classes
+            k = min(wanted, n)  # a pool smaller than k: one point per cluster, said loudly
+            if k < wanted:
+                lowered = {"n_clusters": k, "n_clusters_wanted": wanted}
+                log.warning(f"dalkit: warning: probcover n_clusters lowered from {wanted} to {k}: only {n} "
+                            "labeled + unlabeled samples to cluster")
             clusters = kmeans_labels(x, k, _seed(ctx.generator))
             lap("kmeans")
             found = purity_delta_graph(x, clusters, self.alpha, self.delta_grid, ctx.generator,
@@ -471,5 +481,5 @@ class ProbCover:
         pos_t = torch.from_numpy(pos.astype(np.int64))
         info = {"delta": delta, "purity": purity, "n_edges": int(graph.nnz),
                 "coverage_before": cov.initially_covered / n, "coverage": float(cov.covered.mean()),
-                "n_random": int(n_random), "passes": passes, "seconds": seconds}
+                "n_random": int(n_random), "passes": passes, "seconds": seconds, **lowered}
         return Selection(ctx.unlabeled_idx[pos_t], torch.from_numpy(scores), info)

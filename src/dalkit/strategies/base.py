@@ -260,12 +260,15 @@ def top_k(scores: Tensor, k: int, generator: torch.Generator, offset: int = 0) -
     Args:
         scores: [N].
         k: how many.
-        offset: skip the ``offset`` highest first (DM2 paper, Figure 1); clamped so k always fit.
+        offset: skip the ``offset`` highest first (DM2 paper, Figure 1); offset + k must not exceed N.
     Returns:
         positions [k] into ``scores``, best first.
+    Raises:
+        ConfigError: offset < 0 or offset + k > N (refused, never clamped).
     """
     n = scores.shape[0]
+    if offset < 0 or offset + k > n:
+        raise ConfigError(f"offset {offset} + budget {k} exceeds the {n} samples to rank; lower the offset")
     perm = torch.randperm(n, generator=generator)
     order = torch.argsort(scores[perm], descending=True, stable=True)
-    offset = max(0, min(offset, n - k))
     return perm[order[offset:offset + k]]
