@@ -157,6 +157,8 @@ CORPUS: list[tuple[str, Callable[[Path], None] | None, list[str], str]] = [
      R("--method", "dm2", "--subset", "100", "--option", "offset=96"), "offset 96 + budget 5"),
     ("option-neighbours-beyond-subset", None,
      R("--method", "dm2", "--subset", "100", "--option", "n_neighbors=100"), "n_neighbors"),
+    ("option-shortlist-below-neighbours", None, R("--method", "dm2", "--option", "candidates=3"),
+     "candidates 3"),
     ("option-float-as-bool", None, R("--method", "dm2", "--option", "lam=true"), "lam"),
     ("option-float-nan", None, R("--method", "dm2", "--option", "lam=.nan"), "lam"),
     ("option-str-as-int", None, R("--method", "dm2", "--option", "mixing=3"), "mixing"),

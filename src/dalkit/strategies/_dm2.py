@@ -102,6 +102,9 @@ class DM2:
         if self.candidates is not None and self.candidates < 1:
             raise ConfigError(f"dm2 candidates (L2 shortlist size) must be >= 1 or null for exact search, "
                               f"got {self.candidates}")
+        if self.candidates is not None and self.candidates < self.n_neighbors:  # was raised to n silently
+            raise ConfigError(f"dm2 candidates {self.candidates} (L2 shortlist) is smaller than n_neighbors "
+                              f"{self.n_neighbors}; the shortlist must hold the neighbours")
         if self.batch_size < 1:
             raise ConfigError(f"dm2 batch_size must be >= 1, got {self.batch_size}")
         if self.metric not in ("combined", "l2", "l1"):
