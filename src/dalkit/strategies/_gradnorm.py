@@ -199,6 +199,13 @@ def _check(name: str, norm: str, chunk_size: int | None) -> None:
         raise ConfigError(f"{name} chunk_size must be a positive integer or None, got {chunk_size!r}")
 
 
+def _select_by_grad_norm(ctx: QueryContext, budget: int, norm: str, chunk_size: int | None) -> Selection:
+    """The ``budget`` unlabeled samples with the highest entropy-gradient norm (ties: seeded)."""
+    scores = combine_norms(pool_grad_norms(ctx, chunk_size), norm)
+    pos = top_k(scores, budget, ctx.generator)
+    return Selection(ctx.unlabeled_idx[pos], scores[pos])
+
+
 @register_strategy("lplgrad")
 @dataclass(frozen=True)
 class LPLGrad:
@@ -219,9 +226,7 @@ class LPLGrad:
         _check("lplgrad", self.norm, self.chunk_size)
 
     def select(self, ctx: QueryContext, budget: int) -> Selection:
-        scores = combine_norms(pool_grad_norms(ctx, self.chunk_size), self.norm)
-        pos = top_k(scores, budget, ctx.generator)
-        return Selection(ctx.unlabeled_idx[pos], scores[pos])
+        return _select_by_grad_norm(ctx, budget, self.norm, self.chunk_size)
 
 
 @register_strategy("ent-gradnorm")
@@ -244,9 +249,7 @@ class EntGradNorm:
         _check("ent-gradnorm", self.norm, self.chunk_size)
 
     def select(self, ctx: QueryContext, budget: int) -> Selection:
-        scores = combine_norms(pool_grad_norms(ctx, self.chunk_size), self.norm)
-        pos = top_k(scores, budget, ctx.generator)
-        return Selection(ctx.unlabeled_idx[pos], scores[pos])
+        return _select_by_grad_norm(ctx, budget, self.norm, self.chunk_size)
 
 
 @register_strategy("learning-loss")

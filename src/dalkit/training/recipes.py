@@ -79,38 +79,37 @@ class AdversarialPairs:
 
 
 def _check_ssl(name: str, r: Any) -> None:
-    mu, lambda_u, fa, fa_similarity, fa_contrastive, fa_queue, fa_norm = (
-        r.mu, r.lambda_u, r.fa, r.fa_similarity, r.fa_contrastive, r.fa_queue, r.fa_norm)
     if not isinstance(r.n_ops, int) or isinstance(r.n_ops, bool) or r.n_ops < 0:
         raise ConfigError(f"{name} n_ops must be a non-negative integer, got {r.n_ops!r}")
     if r.flip is not None and not isinstance(r.flip, bool):
         raise ConfigError(f"{name} flip must be true, false or null, got {r.flip!r}")
-    if not isinstance(mu, int) or isinstance(mu, bool) or mu < 1:
-        raise ConfigError(f"{name} mu must be a positive integer, got {mu!r}")
-    if not lambda_u >= 0:
-        raise ConfigError(f"{name} lambda_u must be >= 0, got {lambda_u}")
-    if not isinstance(fa, bool):
-        raise ConfigError(f"{name} fa must be true or false, got {fa!r}")
-    if not (fa_similarity >= 0 and fa_contrastive >= 0):
+    if not isinstance(r.mu, int) or isinstance(r.mu, bool) or r.mu < 1:
+        raise ConfigError(f"{name} mu must be a positive integer, got {r.mu!r}")
+    if not r.lambda_u >= 0:
+        raise ConfigError(f"{name} lambda_u must be >= 0, got {r.lambda_u}")
+    if not isinstance(r.fa, bool):
+        raise ConfigError(f"{name} fa must be true or false, got {r.fa!r}")
+    if not (r.fa_similarity >= 0 and r.fa_contrastive >= 0):
         raise ConfigError(f"{name} fa_similarity and fa_contrastive must be >= 0, got "
-                          f"{fa_similarity}, {fa_contrastive}")
-    if not isinstance(fa_queue, int) or isinstance(fa_queue, bool) or fa_queue < 1:
-        raise ConfigError(f"{name} fa_queue (T) must be a positive integer, got {fa_queue!r}")
-    if fa_norm not in ("batch", "sample"):
-        raise ConfigError(f"{name} fa_norm must be 'batch' or 'sample', got {fa_norm!r}")
+                          f"{r.fa_similarity}, {r.fa_contrastive}")
+    if not isinstance(r.fa_queue, int) or isinstance(r.fa_queue, bool) or r.fa_queue < 1:
+        raise ConfigError(f"{name} fa_queue (T) must be a positive integer, got {r.fa_queue!r}")
+    if r.fa_norm not in ("batch", "sample"):
+        raise ConfigError(f"{name} fa_norm must be 'batch' or 'sample', got {r.fa_norm!r}")
 
 
+@dataclass(frozen=True)
 class _SSLRecipe:
-    """Shared parts of the pseudo-label SSL recipes (fields are declared by each dataclass)."""
+    """Options and parts shared by the pseudo-label SSL recipes (``fixmatch``, ``freematch``)."""
 
-    mu: int
-    flip: bool | None
-    fa: bool
-    fa_similarity: float
-    fa_contrastive: float
-    fa_queue: int
-    fa_norm: str
-    n_ops: int
+    mu: int = 7
+    flip: bool | None = None
+    n_ops: int = 2
+    fa: bool = False
+    fa_similarity: float = 1.0
+    fa_contrastive: float = 0.01
+    fa_queue: int = 10
+    fa_norm: str = "batch"
 
     @property
     def unlabeled_ratio(self) -> int:
@@ -197,14 +196,6 @@ class FixMatch(_SSLRecipe):
 
     tau: float = 0.95
     lambda_u: float = 1.0
-    mu: int = 7
-    flip: bool | None = None
-    n_ops: int = 2
-    fa: bool = False
-    fa_similarity: float = 1.0
-    fa_contrastive: float = 0.01
-    fa_queue: int = 10
-    fa_norm: str = "batch"
 
     def __post_init__(self) -> None:
         if not 0 < self.tau <= 1:
@@ -235,14 +226,6 @@ class FreeMatch(_SSLRecipe):
     momentum: float = 0.999
     lambda_u: float = 1.0
     fairness: float = 0.01
-    mu: int = 7
-    flip: bool | None = None
-    n_ops: int = 2
-    fa: bool = False
-    fa_similarity: float = 1.0
-    fa_contrastive: float = 0.01
-    fa_queue: int = 10
-    fa_norm: str = "batch"
 
     def __post_init__(self) -> None:
         if not 0 <= self.momentum < 1:
