@@ -37,3 +37,8 @@ class RunDirectoryError(DalkitError):
 
 class OutputError(DalkitError):
     """An output path (run directory, --plot, --markdown) cannot be written; the message names it."""
+
+
+class ExecutorError(DalkitError):
+    """A distributed run could not finish (a task kept dying); the run directory keeps its completed
+    rounds and a re-run resumes."""

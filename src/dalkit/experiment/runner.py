@@ -452,20 +452,43 @@ def run_experiment(
                 for rec in run_seed(config, data, seed, None, [], progress, on_round)]
     rundir = RunDirectory(out_dir)
     with rundir.locked():
-        # under the lock, check again: another run may have written since check_experiment
-        rundir.check(config, resolved_options(config))
-        existing = rundir.read_rounds(repair=True)
-        _check_done_rounds(config, data, existing, rundir.rounds_path)
-        # the config records every seed on disk, so config.yaml, rounds.jsonl and summary.json agree
-        on_disk = [s for s in dict.fromkeys(r["seed"] for r in existing) if s not in config.seeds]
-        rundir.prepare(config.replace(seeds=(*config.seeds, *on_disk)), resolved_options(config))
+        existing, on_disk = open_run(config, data, rundir)
         records: list[dict[str, Any]] = []
         for seed in config.seeds:
-            done = sorted((r for r in existing if r["seed"] == seed), key=lambda r: r["round"])
-            records += run_seed(config, data, seed, rundir, done, progress, on_round)
-        from dalkit.report import summarize
-
-        summary = summarize([r for r in existing if r["seed"] in on_disk] + records)
-        summary["method"] = config.method
-        atomic_write_text(rundir.summary_path, json.dumps(summary, indent=2))
+            records += run_seed(config, data, seed, rundir, done_rounds(existing, seed), progress, on_round)
+        close_run(config, rundir, existing, on_disk, records)
     return records
+
+
+def done_rounds(existing: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    """One seed's completed round records, in round order."""
+    return sorted((r for r in existing if r["seed"] == seed), key=lambda r: r["round"])
+
+
+def open_run(config: ExperimentConfig, data: Prepared, rundir: RunDirectory
+             ) -> tuple[list[dict[str, Any]], list[int]]:
+    """Check and prepare ``rundir`` for ``config`` (the caller holds its lock); every executor calls it.
+
+    Returns:
+        (the completed round records on disk, the seeds on disk that ``config`` does not run).
+    Raises:
+        RunDirectoryError: another experiment, or rounds that cannot be replayed.
+    """
+    # under the lock, check again: another run may have written since check_experiment
+    rundir.check(config, resolved_options(config))
+    existing = rundir.read_rounds(repair=True)
+    _check_done_rounds(config, data, existing, rundir.rounds_path)
+    # the config records every seed on disk, so config.yaml, rounds.jsonl and summary.json agree
+    on_disk = [s for s in dict.fromkeys(r["seed"] for r in existing) if s not in config.seeds]
+    rundir.prepare(config.replace(seeds=(*config.seeds, *on_disk)), resolved_options(config))
+    return existing, on_disk
+
+
+def close_run(config: ExperimentConfig, rundir: RunDirectory, existing: list[dict[str, Any]],
+              on_disk: list[int], records: list[dict[str, Any]]) -> None:
+    """Write ``summary.json`` once every seed of ``config`` has all its ``records``."""
+    from dalkit.report import summarize
+
+    summary = summarize([r for r in existing if r["seed"] in on_disk] + records)
+    summary["method"] = config.method
+    atomic_write_text(rundir.summary_path, json.dumps(summary, indent=2))
