@@ -111,7 +111,9 @@ def check_finite_rows(x: Tensor, name: str) -> None:
     Raises:
         DatasetFormatError: some values are not finite.
     """
-    finite = torch.isfinite(x.reshape(x.shape[0], -1)).all(1) if x.numel() else torch.ones(0, dtype=torch.bool)
+    if x.numel() == 0:
+        return
+    finite = torch.isfinite(x.reshape(x.shape[0], -1)).all(1)
     if not bool(finite.all()):
         bad = (~finite).nonzero().squeeze(1)
         shown = ", ".join(str(int(i)) for i in bad[:5]) + (", ..." if bad.numel() > 5 else "")

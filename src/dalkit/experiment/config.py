@@ -44,7 +44,9 @@ class ExperimentConfig:
         recipe: override the method's training recipe ("supervised", "adversarial").
         model_dropout: embedding dropout (None: the model's default).
         data_root: where dataset files live (None: $DALKIT_DATA or ./data).
-        features_path: with ``model: features``, the model's inputs: a ``.npy`` [N_train, D] (one row
+        features_path: with ``model: features``, the model's inputs (without it, the dataset's own
+            samples must be feature rows [N, D], e.g. ``dataset: npz`` with 2-D ``x_train``): a ``.npy``
+            [N_train, D] (one row
             per training sample of ``dataset``; a seeded ``test_size`` of the rows, default 20 % up to
             10,000, is held out as the test set) or a ``.npz`` with ``train`` [N_train, D] and ``test``
             [N_test, D]; labels come from ``dataset``.  With any other model: a ``.npy`` of per-pool-
@@ -126,9 +128,6 @@ class ExperimentConfig:
         for name in ("strategy_options", "recipe_options", "model_options"):
             if not isinstance(getattr(self, name), dict):
                 raise ConfigError(f"{name} must be a mapping, got {short(getattr(self, name))}")
-        if self.model == "features" and not self.features_path:
-            raise ConfigError("model 'features' trains on your embeddings: give them with --features FILE "
-                              "(.npy [N_train, D] or .npz with train/test) or features_path")
         if self.pool_size is not None and self.initial_size + self.rounds * self.budget > self.pool_size:
             raise ConfigError(
                 f"initial_size + rounds * budget = {self.initial_size + self.rounds * self.budget} "

@@ -107,9 +107,14 @@ def prepare_data(config: ExperimentConfig, splits: DataSplits | None = None) -> 
     """
     spec = DATASETS.get(config.dataset)
     splits = splits or load_dataset(config.dataset, config.data_root)
-    if config.model == "features":  # the user's embeddings are the pool: labels from the dataset
+    if config.model == "features" and config.features_path:  # the user's embeddings are the pool
         splits = feature_splits(config, splits)
     pool, test = splits.train, splits.test
+    if config.model == "features" and (not pool.is_float or len(pool.image_shape) != 1):
+        raise ConfigError(f"model 'features' trains on feature rows [N, D]; the {config.dataset} samples are "
+                          f"{pool.images.dtype} {tuple(pool.image_shape)}: give your embeddings with "
+                          "--features FILE (.npy [N_train, D], or .npz with train and test) or use a dataset "
+                          "of rows (dataset: npz with a 2-D x_train)")
     for name, size, split in (("pool_size", config.pool_size, pool), ("test_size", config.test_size, test)):
         if size is not None and size > len(split):
             raise ConfigError(f"{name} {size} is larger than the {config.dataset} split of {len(split)} "
@@ -240,7 +245,8 @@ def check_pool_kind(config: ExperimentConfig, pool: ImageDataset) -> None:
         return
     what = "a float pool (embeddings or float arrays)"
     if config.test_corruptions or config.attack_epsilon is not None:
-        raise ConfigError(f"test_corruptions and attack_epsilon act on image pixels in [0, 1]; the data is {what}")
+        raise ConfigError("test_corruptions and attack_epsilon act on image pixels in [0, 1]; "
+                          f"the data is {what}")
     if config.open_set_fraction > 0:
         raise ConfigError(f"open_set_fraction adds out-of-distribution images; the data is {what}")
     cfg = config.train
@@ -248,10 +254,12 @@ def check_pool_kind(config: ExperimentConfig, pool: ImageDataset) -> None:
         raise ConfigError(f"train.crop_padding and train.hflip augment images; the data is {what}")
     ratio = int(getattr(_recipe_for(config), "unlabeled_ratio", 0))
     if ratio:
-        raise ConfigError(f"the semi-supervised recipes augment images (RandAugment, flips); the data is {what}")
+        raise ConfigError("the semi-supervised recipes augment images (RandAugment, flips); "
+                          f"the data is {what}")
 
 
-def build_round_model(config: ExperimentConfig, data: Prepared, device: torch.device | str = "cpu") -> torch.nn.Module:
+def build_round_model(config: ExperimentConfig, data: Prepared,
+                      device: torch.device | str = "cpu") -> torch.nn.Module:
     """A fresh model for ``config`` on the prepared pool (a registered model or the user's builder,
     adapted), on ``device``.  Seed the global RNG first: it initialises the weights.
 

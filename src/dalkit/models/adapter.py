@@ -61,8 +61,9 @@ class ModelAdapter(nn.Module):
         input_range: (low, high) the inputs live in, for FGSM clipping; None = no clipping (float pools).
     """
 
-    def __init__(self, net: nn.Module, embedding_layer: str | None = None, stages: Sequence[str] | None = None,
-                 dropout: float | None = None, input_range: tuple[float, float] | None = (0.0, 1.0)) -> None:
+    def __init__(self, net: nn.Module, embedding_layer: str | None = None,
+                 stages: Sequence[str] | None = None, dropout: float | None = None,
+                 input_range: tuple[float, float] | None = (0.0, 1.0)) -> None:
         super().__init__()
         if not isinstance(net, nn.Module):
             raise ConfigError(f"the model must be a torch nn.Module, got {type(net).__name__}")
@@ -121,8 +122,9 @@ class ModelAdapter(nn.Module):
                               "network with nn.Linear(embed_dim, num_classes)")
         for name in self.stage_names or ():
             if name not in modules or name == "":
+                examples = ", ".join(repr(n) for n in list(modules)[1:4])
                 raise ConfigError(f"stage {name!r} is not a layer of {self.label}; name blocks from "
-                                  f"net.named_modules(), e.g. {', '.join(repr(n) for n in list(modules)[1:4])}")
+                                  f"net.named_modules(), e.g. {examples}")
         # one pass recording the call order of every layer and each Linear's input and output
         calls: list[tuple[str, nn.Module]] = []
         io: dict[str, tuple[Tensor, Tensor]] = {}
@@ -169,12 +171,14 @@ class ModelAdapter(nn.Module):
             name = called[-1]
         emb, lin_out = io[name]
         if lin_out.shape != out.shape or not torch.equal(lin_out, out):
-            raise ConfigError(f"the output of {self.label} is not the output of its nn.Linear {name!r}: dalkit "
-                              f"reads the embedding as that layer's input and needs logits = {name}(embedding); "
+            raise ConfigError(f"the output of {self.label} is not the output of its nn.Linear {name!r}: "
+                              "dalkit reads the embedding as that layer's input and needs logits = "
+                              f"{name}(embedding); "
                               "return that layer's output (no softmax or scaling after it)"
                               + ("" if self.embedding_layer else ", or name the layer with embedding_layer"))
         if emb.dim() != 2:
-            raise ConfigError(f"the input of {self.label}'s classifier {name!r} has shape {tuple(emb.shape)}; "
+            raise ConfigError(f"the input of {self.label}'s classifier {name!r} has shape "
+                              f"{tuple(emb.shape)}; "
                               "dalkit needs an embedding [B, D] (flatten before the final nn.Linear)")
         classifier = modules[name]
         # the net's own dropout on the embedding: an nn.Dropout called after every other layer with
@@ -182,7 +186,7 @@ class ModelAdapter(nn.Module):
         order = [n for n, _ in calls]
         clf_pos = max(i for i, n in enumerate(order) if n == name)
         own_p = 0.0
-        for n, m in reversed(calls[:clf_pos]):
+        for _, m in reversed(calls[:clf_pos]):
             if isinstance(m, nn.Dropout):
                 own_p = float(m.p)
                 break
@@ -264,7 +268,8 @@ class ModelAdapter(nn.Module):
         stages = [found["stages"][i] for i in sorted(found["stages"])]
         bad = [t for t in stages if not isinstance(t, Tensor)]
         if bad:
-            raise ConfigError(f"a stage block of {self.label} returned a {type(bad[0]).__name__}; name blocks "
+            raise ConfigError(f"a stage block of {self.label} returned a {type(bad[0]).__name__}; name "
+                              "blocks "
                               "whose output is a tensor in stages")
         if not stages:
             stages = [found["embedding"]]
@@ -283,7 +288,8 @@ class ModelAdapter(nn.Module):
 
     def head(self, embedding: Tensor) -> Tensor:
         """Embedding dropout (training only, when the adapter adds it) + the classifier."""
-        return self.classifier(F.dropout(embedding, self.train_dropout, self.training and self.train_dropout > 0))
+        active = self.training and self.train_dropout > 0
+        return self.classifier(F.dropout(embedding, self.train_dropout, active))
 
     def mc_logits_from_embedding(self, embedding: Tensor, k: int, p: float | None = None,
                                  generator: torch.Generator | None = None) -> Tensor:

@@ -52,7 +52,8 @@ class FeatureMLP(DalkitModel):
         mean = list(mean) if mean is not None else [0.0] * in_channels
         std = list(std) if std is not None else [1.0] * in_channels
         if len(mean) != in_channels or len(std) != in_channels:
-            raise ConfigError(f"features model: mean/std need {in_channels} values, got {len(mean)}/{len(std)}")
+            raise ConfigError(f"features model: mean/std need {in_channels} values, "
+                              f"got {len(mean)}/{len(std)}")
         self.input_mean = torch.tensor(mean, dtype=torch.float32).view(1, -1)
         self.input_std = torch.tensor(std, dtype=torch.float32).view(1, -1)
         self.hidden = hidden

@@ -90,7 +90,8 @@ def mc_block_logits(model: nn.Module, x: Tensor, k: int, p: float, generator: to
 
 def mc_block_probs(model: nn.Module, images: Tensor, k: int, p: float, generator: torch.Generator,
                    device: torch.device | str = "cpu", batch_size: int = 1024) -> Tensor:
-    """Softmax of :func:`mc_block_logits` over pool samples ``images`` [N, ...] in batches: [K, N, C] on the CPU."""
+    """Softmax of :func:`mc_block_logits` over pool samples ``images`` [N, ...] in batches: [K, N, C] on the
+    CPU."""
     out = torch.empty(k, images.shape[0], model.num_classes)
     for start in range(0, images.shape[0], batch_size):
         x = to_float(images[start:start + batch_size], device)
