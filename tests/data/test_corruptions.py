@@ -256,7 +256,7 @@ def test_affine_corruptions_match_skimage_warp(mnist, name, severity):
         assert np.allclose(y[i, 0].numpy(), ref, atol=1e-6), name
 
 
-# -- photometric ----------------------------------------------------------------------------------------------
+# -- photometric -------------------------------------------------------------------------------------------
 def test_brightness_goes_through_hsv_as_the_references(mnist):
     x = mnist[:3].double()
     y = CORRUPTIONS["brightness"](x, 5, g(), "digits")
@@ -297,8 +297,9 @@ def _plasma_reference(mapsize: int, decay: float, gen: torch.Generator) -> np.nd
         m[step // 2:mapsize:step, step // 2:mapsize:step] = wibbled(acc)
         dr = m[step // 2:mapsize:step, step // 2:mapsize:step]
         ul = m[0:mapsize:step, 0:mapsize:step]
-        m[0:mapsize:step, step // 2:mapsize:step] = wibbled(dr + np.roll(dr, 1, axis=0) + ul + np.roll(ul, -1, axis=1))
-        m[step // 2:mapsize:step, 0:mapsize:step] = wibbled(dr + np.roll(dr, 1, axis=1) + ul + np.roll(ul, -1, axis=0))
+        half = step // 2
+        m[0:mapsize:step, half:mapsize:step] = wibbled(dr + np.roll(dr, 1, axis=0) + ul + np.roll(ul, -1, axis=1))
+        m[half:mapsize:step, 0:mapsize:step] = wibbled(dr + np.roll(dr, 1, axis=1) + ul + np.roll(ul, -1, axis=0))
         step //= 2
         wibble /= decay
     m -= m.min()
@@ -332,7 +333,7 @@ def test_spatter_matches_the_reference(mnist):
     assert (m > 0).any()
 
 
-# -- occlusion and edges --------------------------------------------------------------------------------------
+# -- occlusion and edges -----------------------------------------------------------------------------------
 def test_stripe_inverts_the_outer_quarters():
     x = torch.rand(2, 1, 28, 28, generator=g())
     y = CORRUPTIONS["stripe"](x, 1, g())
