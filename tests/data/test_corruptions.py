@@ -298,8 +298,10 @@ def _plasma_reference(mapsize: int, decay: float, gen: torch.Generator) -> np.nd
         dr = m[step // 2:mapsize:step, step // 2:mapsize:step]
         ul = m[0:mapsize:step, 0:mapsize:step]
         half = step // 2
-        m[0:mapsize:step, half:mapsize:step] = wibbled(dr + np.roll(dr, 1, axis=0) + ul + np.roll(ul, -1, axis=1))
-        m[half:mapsize:step, 0:mapsize:step] = wibbled(dr + np.roll(dr, 1, axis=1) + ul + np.roll(ul, -1, axis=0))
+        lt = dr + np.roll(dr, 1, axis=0) + ul + np.roll(ul, -1, axis=1)
+        m[0:mapsize:step, half:mapsize:step] = wibbled(lt)
+        tt = dr + np.roll(dr, 1, axis=1) + ul + np.roll(ul, -1, axis=0)
+        m[half:mapsize:step, 0:mapsize:step] = wibbled(tt)
         step //= 2
         wibble /= decay
     m -= m.min()
