@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from dalkit.data import to_float
+from dalkit.errors import BudgetError
 from dalkit.models import build_model
 from dalkit.strategies import QueryContext, query
 from dalkit.training import TrainConfig, TrainSet, fit, prepare_model
@@ -34,15 +35,35 @@ def generator(*parts: int) -> torch.Generator:
     return torch.Generator().manual_seed(derive_seed(*parts))
 
 
-def initial_labeled(pool_size: int, initial_size: int, seed: int, ood_mask: Tensor | None = None) -> Tensor:
+def initial_labeled(pool_size: int, initial_size: int, seed: int, ood_mask: Tensor | None = None,
+                    labels: Tensor | None = None) -> Tensor:
     """The round-0 labeled set: ``initial_size`` random pool indices, a function of the seed only.
 
     With an open-set pool the seed set is drawn from the in-distribution images (a seed set is labeled
-    data; an OOD seed would only be discarded)."""
-    perm = torch.randperm(pool_size, generator=generator(seed, 0, 7))
-    if ood_mask is not None and bool(ood_mask.any()):
-        perm = perm[~ood_mask[perm]]
-    return perm[:initial_size].sort().values
+    data; an OOD seed would only be discarded).  With ``labels`` [N] (``initial_set: every-class``, the
+    DM2 baselines' MNIST protocol) permutations are redrawn from the same generator until the first
+    ``initial_size`` hold every class that occurs in the (in-distribution) pool.
+
+    Raises:
+        BudgetError: ``labels`` given and ``initial_size`` is smaller than the number of classes, or no
+            draw in 100,000 held every class (the reference's limit).
+    """
+    gen = generator(seed, 0, 7)
+    keep = ~ood_mask if ood_mask is not None and bool(ood_mask.any()) else None
+    classes = None
+    if labels is not None:
+        classes = torch.unique(labels[keep] if keep is not None else labels)
+        if initial_size < classes.numel():
+            raise BudgetError(f"initial_set every-class needs initial_size >= the {classes.numel()} classes, "
+                              f"got {initial_size}")
+    for _ in range(100_000):
+        perm = torch.randperm(pool_size, generator=gen)
+        if keep is not None:
+            perm = perm[keep[perm]]
+        first = perm[:initial_size]
+        if classes is None or torch.unique(labels[first]).numel() == classes.numel():
+            return first.sort().values
+    raise BudgetError(f"no random initial set of {initial_size} held every class in 100,000 draws")
 
 
 def unlabeled_mask(pool_size: int, labeled: Tensor) -> Tensor:
@@ -137,6 +158,7 @@ def train_round(
     adv_images: Tensor | None = None,
     unlabeled_idx: Tensor | None = None,
     progress: bool = False,
+    init_state: dict[str, Tensor] | None = None,
 ) -> tuple[nn.Module, dict[str, float], float]:
     """Train a freshly initialised model on ``images[train_idx]`` (labels ``labels[train_idx]``).
 
@@ -147,6 +169,8 @@ def train_round(
         adv_index, adv_images: pool indices (a subset of ``train_idx``) with fixed counterparts, and those
             counterparts, aligned [P, C, H, W] (DM2-AT); None for none.
         unlabeled_idx: pool indices a semi-supervised recipe draws unlabeled batches from.
+        init_state: weights to start from (``retrain: continue``: the previous round's model and any
+            loss-prediction module); None = the fresh initialisation.
     Returns:
         (model, fit statistics, seconds).
     """
@@ -154,6 +178,8 @@ def train_round(
     torch.manual_seed(derive_seed(seed, r, 1))  # model init + dropout in training
     model = model_spec.build(image_shape, to_float(images[:2])).to(device)
     model = prepare_model(recipe, model, image_shape)  # e.g. attaches a loss-prediction module
+    if init_state is not None:
+        model.load_state_dict(init_state)
     paired = torch.zeros(len(train_idx), dtype=torch.bool)
     train_adv = None
     if adv_index is not None and adv_index.numel():
@@ -238,6 +264,7 @@ def run_round(
     counterpart_labels: Tensor | None = None,
     progress: bool = False,
     after_train: Callable[[nn.Module], Any] | None = None,
+    init_state: dict[str, Tensor] | None = None,
 ) -> RoundResult:
     """Train on the labeled set, then (``budget`` not None) query the next batch.
 
@@ -249,6 +276,7 @@ def run_round(
         budget: samples to query; None trains only (the last round of a run).
         counterpart_labels: labels [N] the recipe's counterparts of the new picks are built with (the
             simulated oracle knows them at query time); None skips counterparts.
+        init_state: weights the round's model starts from (None: a fresh initialisation).
         after_train: called with the trained model before the query (evaluation: a strategy may leave
             the model in another state); its return value is ``RoundResult.evaluation``.
     Returns:
@@ -261,7 +289,7 @@ def run_round(
     queried[labeled] = True
     model, stats, train_s = train_round(model_spec, recipe, train_cfg, images, labels, train_idx, seed, r,
                                         device, adv_index, adv_images, (~queried).nonzero().squeeze(1),
-                                        progress)
+                                        progress, init_state)
     result = RoundResult(model, stats, train_s)
     if after_train is not None:
         result.evaluation = after_train(model)

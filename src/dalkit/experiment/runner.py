@@ -18,7 +18,7 @@ from torch import Tensor
 
 from dalkit.checks import short
 from dalkit.data import DATASETS, DataSplits, ImageDataset, channel_stats, load_dataset, to_float
-from dalkit.errors import BudgetError, ConfigError, DatasetFormatError
+from dalkit.errors import BudgetError, ConfigError, DatasetFormatError, RunDirectoryError
 from dalkit.experiment.config import ExperimentConfig
 from dalkit.experiment.methods import resolve_method
 from dalkit.experiment.robustness import corrupted_test_sets, perturb_pool
@@ -97,6 +97,10 @@ def prepare_data(config: ExperimentConfig, splits: DataSplits | None = None) -> 
     if config.initial_size > int((~ood_mask).sum()):
         raise BudgetError(f"initial_size {config.initial_size} exceeds the {int((~ood_mask).sum())} "
                           "in-distribution pool samples")
+    n_classes = int(torch.unique(pool.labels[~ood_mask]).numel())
+    if config.initial_set == "every-class" and config.initial_size < n_classes:
+        raise BudgetError(f"initial_set every-class needs initial_size >= the {n_classes} classes of the "
+                          f"pool, got {config.initial_size}")
     if needed > len(pool):
         raise BudgetError(
             f"initial_size + rounds * budget = {needed} exceeds the pool of {len(pool)} samples; "
@@ -284,7 +288,7 @@ def run_seed(
     open_set = bool(ood.any())
     # the oracle refuses OOD picks: they stay "labeled" (budget charged, never re-queried) but never train
     discard = ood if config.open_set_oracle == "discard" else torch.zeros_like(ood)
-    labeled = initial_labeled(len(pool), config.initial_size, seed, ood)
+    labeled = initial_set(config, data, seed)
     state = rundir.load_state(seed) if rundir is not None else {}
     adv_images = torch.empty(0, *pool.image_shape)  # counterparts, aligned with adv_index
     adv_index = torch.empty(0, dtype=torch.long)
@@ -298,6 +302,12 @@ def run_seed(
             adv_images = torch.cat([adv_images, state[key]])
         records.append(rec)
     start_round = len(records)
+    warm = None  # retrain: continue -> the previous round's weights
+    if config.retrain == "continue" and start_round > 0:
+        warm = state.get(f"model_round{start_round - 1}")
+        if warm is None:
+            raise RunDirectoryError(f"seed {seed}: the weights of round {start_round - 1} are missing from "
+                                    "the run's state, so retrain: continue cannot resume; use a new folder")
     model_spec = model_spec_for(config, data)
 
     def evaluate(model: torch.nn.Module) -> tuple[float, dict[str, float], float]:
@@ -313,7 +323,8 @@ def run_seed(
         res = run_round(model_spec, strategy, recipe, data.train_cfg, pool.images, pool.labels, labeled, seed,
                         r, config.budget if r < config.rounds else None, discard if open_set else None,
                         device, data.features, config.candidate_subset, adv_index, adv_images,
-                        counterpart_labels=pool.labels, progress=progress, after_train=evaluate)
+                        counterpart_labels=pool.labels, progress=progress, after_train=evaluate,
+                        init_state=warm)
         stats, train_s = res.stats, res.train_s
         acc, robust, robust_s = res.evaluation
         selected: list[int] = res.selected.tolist()
@@ -336,10 +347,18 @@ def run_seed(
             record["n_ood_selected"] = int(ood[torch.tensor(selected, dtype=torch.long)].sum())
         if info:
             record["info"] = info
+        changed = new_adv is not None
         if new_adv is not None:
             state[f"adv_round{r}"] = new_adv.cpu()
-            if rundir is not None:
-                rundir.save_state(seed, state)
+        if config.retrain == "continue" and r < config.rounds:
+            # kept per round (the last two): a crash between this write and the round's line leaves the
+            # weights the resumed round r needs (round r - 1's) in place
+            warm = {k: v.detach().cpu().clone() for k, v in res.model.state_dict().items()}
+            state[f"model_round{r}"] = warm
+            state.pop(f"model_round{r - 2}", None)
+            changed = True
+        if changed and rundir is not None:
+            rundir.save_state(seed, state)
         if rundir is not None:
             rundir.append_round(record)
         records.append(record)
@@ -352,6 +371,13 @@ def run_seed(
                 adv_index = torch.cat([adv_index, sel_t[~discard[sel_t]]])
                 adv_images = torch.cat([adv_images, new_adv.cpu()])
     return records
+
+
+def initial_set(config: ExperimentConfig, data: Prepared, seed: int) -> Tensor:
+    """The seed's round-0 labeled set under ``config.initial_set`` (see :func:`initial_labeled`)."""
+    every = config.initial_set == "every-class"
+    return initial_labeled(len(data.pool), config.initial_size, seed, data.ood_mask,
+                           data.pool.labels if every else None)
 
 
 def _mask(n: int, idx: Tensor) -> Tensor:
@@ -470,8 +496,7 @@ def _check_done_rounds(config: ExperimentConfig, data: Prepared, existing: list[
                        where: Path) -> None:
     for seed in sorted({r["seed"] for r in existing}):
         done = sorted((r for r in existing if r["seed"] == seed), key=lambda r: r["round"])
-        check_replay(done, config, len(data.pool), initial_labeled(len(data.pool), config.initial_size, seed)
-                     .tolist(), where)
+        check_replay(done, config, len(data.pool), initial_set(config, data, seed).tolist(), where)
 
 
 def run_experiment(

@@ -14,19 +14,20 @@ from dalkit.checks import short
 from dalkit.errors import ConfigError
 from dalkit.models.adapter import ModelAdapter, adapt_model, is_dalkit_model
 from dalkit.models.base import DalkitModel
-from dalkit.models.cnn import DigitCNN
+from dalkit.models.cnn import BaselineSmallNet, DigitCNN
 from dalkit.models.features import FeatureMLP
 from dalkit.models.mobilenet import MobileNet
 from dalkit.models.resnet import ResNet, resnet18, resnet34
 from dalkit.models.vgg import vgg16
 from dalkit.registry import Registry
 
-__all__ = ["ADAPTER_OPTIONS", "MODELS", "DalkitModel", "DigitCNN", "FeatureMLP", "MobileNet", "ModelAdapter",
-           "ResNet", "adapt_model", "build_model", "check_model_name", "create_model", "is_dalkit_model",
-           "is_import_path"]
+__all__ = ["ADAPTER_OPTIONS", "MODELS", "BaselineSmallNet", "DalkitModel", "DigitCNN", "FeatureMLP",
+           "MobileNet", "ModelAdapter", "ResNet", "adapt_model", "build_model", "check_model_name",
+           "create_model", "is_dalkit_model", "is_import_path"]
 
 MODELS: Registry[Callable[..., DalkitModel]] = Registry("model")
 MODELS.register("cnn")(DigitCNN)
+MODELS.register("smallnet")(BaselineSmallNet)
 MODELS.register("resnet18")(resnet18)
 MODELS.register("resnet34")(resnet34)
 MODELS.register("mobilenet")(MobileNet)
