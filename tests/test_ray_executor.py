@@ -14,14 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
+import ray  # never skipped: make install installs the ray extra
 import torch
+from ray.cluster_utils import Cluster
 
 from dalkit.experiment import ExperimentConfig, check_experiment, run_experiment
 from dalkit.experiment.executors import ExecutorConfig, Job, RayExecutor
 from dalkit.training import TrainConfig
-
-ray = pytest.importorskip("ray", reason="the Ray tests need `pip install 'dalkit[ray]'` (make install has it)")
-from ray.cluster_utils import Cluster  # noqa: E402
 
 QUICK = TrainConfig(epochs=1, batch_size=32, min_steps=8, lr=3e-3)
 TIMING = ("train_s", "query_s", "robust_s")

@@ -74,7 +74,8 @@ class ExecutorConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {short(value)}")
-        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
+        retries = self.max_retries
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ConfigError(f"max_retries must be a non-negative integer, got {short(self.max_retries)}")
         if self.address is not None:
             if not isinstance(self.address, str) or not self.address.strip():
