@@ -167,7 +167,8 @@ class ActiveFT:
     def __post_init__(self) -> None:
         if self.loss not in ("paper", "code"):
             raise ConfigError(f"activeft loss must be 'paper' or 'code', got {self.loss!r}")
-        if isinstance(self.balance, bool) or not isinstance(self.balance, int | float) or not self.balance > 0:
+        bad_balance = isinstance(self.balance, bool) or not isinstance(self.balance, int | float)
+        if bad_balance or not self.balance > 0:
             raise ConfigError(f"activeft balance must be a positive number, got {self.balance!r}")
         if self.source not in ("model", "features"):
             raise ConfigError(f"activeft source must be 'model' or 'features', got {self.source!r}")
