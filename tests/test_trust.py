@@ -217,6 +217,47 @@ def test_ctrl_c_while_importing_is_one_line(capsys, monkeypatch):
     assert "interrupted" in _one_error_line(capsys)
 
 
+_SRC = Path(__file__).parents[1] / "src"
+# the console script's own code (setuptools' entry point) and `python -m dalkit`, each preceded by a spy
+# that touches a file the moment torch starts to import: the test's SIGINT then lands inside that import
+_SPY = ("import pathlib, sys\n"
+        "class Spy:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch':\n"
+        "            pathlib.Path(sys.argv[1]).touch()\n"
+        "sys.meta_path.insert(0, Spy())\n"
+        "argv = sys.argv[2:]\n")
+_ENTRIES = {
+    "console-script": "from dalkit.cli import main\nsys.exit(main(argv))\n",
+    "python-m": "import runpy\nsys.argv = ['dalkit', *argv]\nrunpy.run_module('dalkit', run_name='__main__')\n",
+}
+
+
+@pytest.mark.parametrize("entry", sorted(_ENTRIES))
+def test_sigint_while_torch_imports_in_a_real_process_is_one_line(tmp_path, entry):
+    """A real process gets SIGINT while `import torch` runs (the first seconds of every command): one
+    line on stderr, exit 130, nothing written."""
+    import signal
+    import subprocess
+    import time
+
+    flag, out = tmp_path / "importing-torch", tmp_path / "out"
+    argv = [*ARGS, "--seeds", "0", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(_SRC)}
+    proc = subprocess.Popen([sys.executable, "-c", _SPY + _ENTRIES[entry], str(flag), *argv], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not flag.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert flag.exists(), "the child never started to import torch"
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (proc.returncode, stderr[-3000:])
+    assert "Traceback" not in stderr and stdout == ""
+    assert stderr.strip().splitlines() == ["dalkit: interrupted; re-run the same command to resume"]
+    assert not out.exists()
+
+
 def test_long_messages_are_capped_to_one_short_line(capsys, monkeypatch):
     import dalkit.cli as cli
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from dalkit.checks import check_field_types, count_values, short
+from dalkit.checks import check_field_types, count_values, short, yaml_load
 from dalkit.data import DATASETS
 from dalkit.errors import ConfigError
 from dalkit.experiment.methods import resolve_method
@@ -243,7 +243,7 @@ def read_config_values(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     try:
-        values = yaml.safe_load(text)
+        values = yaml_load(text)
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"config {path} is not valid YAML: {short(first)[1:-1]}") from None

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import yaml
 
-from dalkit.checks import short
+from dalkit.checks import short, yaml_load
 from dalkit.errors import RunDirectoryError
 from dalkit.experiment.config import ExperimentConfig, config_from_dict
 from dalkit.files import atomic_write_bytes, atomic_write_text, check_dir_writable, ensure_dir
@@ -121,7 +121,7 @@ class RunDirectory:
     # -- config ----------------------------------------------------------------------------------
     def read_config(self) -> ExperimentConfig:
         try:
-            values = yaml.safe_load(self.config_path.read_text())
+            values = yaml_load(self.config_path.read_text())
         except (OSError, yaml.YAMLError) as exc:
             raise RunDirectoryError(f"{self.config_path}: unreadable run config ({exc})") from None
         return config_from_dict(values)[0]
