@@ -177,12 +177,13 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from dalkit.files import atomic_write_text, check_writable
-    from dalkit.report import plot_learning_curves, runs_table
+    from dalkit.report import plot_format, plot_learning_curves, runs_table
 
     plot = Path(args.plot) if args.plot else Path(args.run_dirs[0]).parent / "learning_curves.png"
     for path in (plot, Path(args.markdown) if args.markdown else None):  # before anything is written
         if path is not None:
             check_writable(path)
+    plot_format(plot)  # .png, .pdf or .svg
     table, summaries = runs_table(args.run_dirs)
     if args.markdown:
         atomic_write_text(args.markdown, table + "\n")
@@ -265,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="tables and learning curves of run directories")
     rep.add_argument("run_dirs", nargs="+")
-    rep.add_argument("--plot", help="PNG path (default: next to the first run directory)")
+    rep.add_argument("--plot", help="learning-curve image, .png, .pdf or .svg (default: "
+                     "learning_curves.png next to the first run directory)")
     rep.add_argument("--markdown", help="also write the table to this file")
     rep.set_defaults(func=_cmd_report)
 

@@ -201,6 +201,9 @@ def config_from_dict(values: dict[str, Any]) -> list[ExperimentConfig]:
     bad = [m for m in methods if not isinstance(m, str)]
     if bad:
         raise ConfigError(f"method must be a method name or a list of names, got {short(bad[0])}")
+    twice = [m for k, m in enumerate(methods) if m in methods[:k]]
+    if twice:  # one run directory per method: a second copy would only repeat the first's rounds
+        raise ConfigError(f"method {short(twice[0])} is listed twice; list each method once")
     if values.get("train") is not None:
         if not isinstance(values["train"], dict):
             raise ConfigError("train must be a mapping of TrainConfig fields")
