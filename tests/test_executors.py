@@ -39,3 +39,17 @@ def test_bad_executor_values(values, message):
 def test_parse_address():
     assert parse_address("127.0.0.1:6379") == ("127.0.0.1", 6379)
     assert parse_address("[::1]:10001") == ("::1", 10001)
+
+
+def test_score_blocks_cover_the_pool_at_aligned_starts():
+    from dalkit.strategies.scoring import blocks
+
+    assert blocks(300, 2, 256) == [(0, 256), (256, 300)]
+    assert blocks(1000, 3, 64) == [(0, 384), (384, 768), (768, 1000)]
+    assert blocks(10, 4, 64) == [(0, 10)]
+    assert blocks(0, 2, 64) == []
+    for n, k, a in ((1, 1, 1), (4097, 2, 4096), (999, 7, 10)):
+        b = blocks(n, k, a)
+        assert b[0][0] == 0 and b[-1][1] == n and len(b) <= k
+        assert all(s % a == 0 and e > s for s, e in b)
+        assert all(b[i][1] == b[i + 1][0] for i in range(len(b) - 1))

@@ -19,7 +19,7 @@ import torch
 from ray.cluster_utils import Cluster
 
 from dalkit.experiment import ExperimentConfig, check_experiment, run_experiment
-from dalkit.experiment.executors import ExecutorConfig, Job, RayExecutor
+from dalkit.experiment.executors import ExecutorConfig, Job, RayExecutor, RayScorer
 from dalkit.training import TrainConfig
 
 QUICK = TrainConfig(epochs=1, batch_size=32, min_steps=8, lr=3e-3)
@@ -156,6 +156,47 @@ def test_a_killed_driver_resumes_on_rerun(cluster, local_runs, digits, tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert strip(read_rounds(out)) == strip(read_rounds(local_runs["entropy"]))
     assert read_rounds(out)[: len(partial)] == partial  # resumed, not redone
+
+
+def test_score_workers_select_exactly_as_one_process(cluster, make_context, model_for):
+    """Every registered strategy (and the gradient-norm ones with a set vmap chunk): the selection with
+    the pool's forward passes split over 2 Ray actors equals the single-process one, index for index."""
+    from dalkit.strategies import STRATEGIES, create_strategy, query
+    from dalkit.strategies.scoring import use_scorer
+
+    scorer = RayScorer(2)
+    calls: list[int] = []
+    real_map = scorer.map
+
+    def counting_map(fn, model, images, align, *args):
+        calls.append(images.shape[0])
+        return real_map(fn, model, images, align, *args)
+
+    scorer.map = counting_map
+    cases = [(name, {}) for name in STRATEGIES.names()]
+    cases += [("lplgrad", {"chunk_size": 64}), ("ent-gradnorm", {"chunk_size": 64})]
+    unused: list[str] = []
+    try:
+        for name, options in cases:
+            strategy = create_strategy(name, **options)
+            alone = query(strategy, make_context(seed=3, extra_labeled=10, model=model_for(name)), 10)
+            before = len(calls)
+            with use_scorer(scorer):
+                split = query(strategy, make_context(seed=3, extra_labeled=10, model=model_for(name)), 10)
+            assert torch.equal(split.indices, alone.indices), name
+            if len(calls) == before:
+                unused.append(name)
+    finally:
+        scorer.close()
+    # random needs no model; learning-loss and noise-stability run their own passes in the task; the
+    # default gradient-norm slice (4,096) holds the whole 290-sample pool (their chunk_size=64 runs split)
+    assert unused == ["ent-gradnorm", "learning-loss", "lplgrad", "noise-stability", "random"]
+
+
+def test_a_run_with_score_workers_equals_a_local_run(cluster, local_runs, digits, tmp_path):
+    executor = RayExecutor(ExecutorConfig(name="ray", score_workers=2))
+    run_ray([config("entropy")], [tmp_path / "run"], digits, executor=executor)
+    assert strip(read_rounds(tmp_path / "run")) == strip(read_rounds(local_runs["entropy"]))
 
 
 def test_a_killed_node_is_retried_elsewhere(cluster, local_runs, digits, tmp_path):

@@ -218,6 +218,58 @@ def ray_session(executor: ExecutorConfig) -> Iterator[Any]:
         ray.shutdown()
 
 
+_REMOTE: dict[str, Any] = {}
+
+
+class ScoreWorker:
+    """A Ray actor that runs pool blocks for a :class:`RayScorer` (the model arrives with each call)."""
+
+    def __init__(self, threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+    def run(self, fn: Any, model: Any, images: Any, args: tuple) -> Any:
+        return fn(model, images, "cpu", *args)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class RayScorer:
+    """A pool scorer over K Ray actors (:mod:`dalkit.strategies.scoring`): the pool's forward passes are
+    cut into K aligned contiguous blocks, one per actor, merged here in order.
+
+    Args:
+        workers: K.
+        threads: torch threads of each actor (the caller's own count keeps results bit-identical).
+    """
+
+    def __init__(self, workers: int, threads: int = 1) -> None:
+        ray = import_ray()
+        actor = _remote_class(ray, ScoreWorker)
+        self.actors = [actor.options(num_cpus=1, max_restarts=-1, max_task_retries=-1).remote(threads)
+                       for _ in range(workers)]
+
+    def map(self, fn: Any, model: Any, images: Any, align: int, *args: Any) -> Any:
+        import ray
+
+        from dalkit.strategies.scoring import blocks, concat
+
+        model_ref = ray.put(model)
+        refs = [actor.run.remote(fn, model_ref, images[start:end], args)
+                for actor, (start, end) in zip(self.actors, blocks(images.shape[0], len(self.actors), align),
+                                               strict=False)]
+        return concat(ray.get(refs))
+
+    def close(self) -> None:
+        import ray
+
+        for actor in self.actors:
+            with contextlib.suppress(Exception):
+                ray.kill(actor)
+
+
 class _StreamSink:
     """The run-directory side of :func:`run_seed` inside a task: it writes nothing, it hands each
     completed round (and the state saved before it) to ``put``; the driver writes them."""
@@ -242,7 +294,7 @@ _END = object()
 
 
 def seed_stream(config: ExperimentConfig, data: Prepared, seed: int, done: list[dict[str, Any]],
-                state: dict[str, Any], threads: int) -> Iterator[tuple]:
+                state: dict[str, Any], threads: int, score_workers: int = 1) -> Iterator[tuple]:
     """Run (or resume) one seed and yield ``("start", info)``, then ``("round", record, state|None)``
     per completed round.  The body of the Ray task (a generator, so rounds stream to the driver)."""
     import torch
@@ -258,11 +310,17 @@ def seed_stream(config: ExperimentConfig, data: Prepared, seed: int, done: list[
     failure: list[BaseException] = []
 
     def work() -> None:
+        from dalkit.strategies.scoring import use_scorer
+
+        scorer = RayScorer(score_workers, threads) if score_workers > 1 else None
         try:
-            run_seed(config, data, seed, _StreamSink(state, items.put), done, False)  # type: ignore[arg-type]
+            with use_scorer(scorer):
+                run_seed(config, data, seed, _StreamSink(state, items.put), done, False)  # type: ignore[arg-type]
         except BaseException as exc:  # noqa: BLE001 - re-raised in the generator
             failure.append(exc)
         finally:
+            if scorer is not None:
+                scorer.close()
             items.put(_END)
 
     thread = threading.Thread(target=work, name=f"dalkit-seed{seed}", daemon=True)
@@ -288,14 +346,16 @@ class _Run:
     worker: dict[str, Any] = field(default_factory=dict)
 
 
-_REMOTE: dict[str, Any] = {}
-
-
 def _remote_seed_stream(ray: Any) -> Any:
     """:func:`seed_stream` as a Ray remote function (made once per process)."""
-    if "seed_stream" not in _REMOTE:
-        _REMOTE["seed_stream"] = ray.remote(seed_stream)
-    return _REMOTE["seed_stream"]
+    return _remote_class(ray, seed_stream)
+
+
+def _remote_class(ray: Any, obj: Any) -> Any:
+    """``ray.remote(obj)``, made once per process."""
+    if obj.__name__ not in _REMOTE:
+        _REMOTE[obj.__name__] = ray.remote(obj)
+    return _REMOTE[obj.__name__]
 
 
 class RayExecutor:
@@ -368,7 +428,8 @@ class RayExecutor:
             num_cpus=self.executor.cpus_per_run, max_retries=0, num_returns="streaming",
             name=f"dalkit {run.config.method} seed {run.seed}")
         return task.remote(run.config, data_ref, run.seed, list(run.records),
-                           run.rundir.load_state(run.seed), self.executor.cpus_per_run)
+                           run.rundir.load_state(run.seed), self.executor.cpus_per_run,
+                           self.executor.score_workers)
 
     def _advance(self, ray: Any, gen: Any, run: _Run, on_round: OnRound | None) -> bool:
         """Take one item of ``gen``; False when the task ended (finished or died)."""
