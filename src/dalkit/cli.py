@@ -55,6 +55,7 @@ _RUN_FLAGS = {  # flag dest -> config field
     "model_dropout": "model_dropout", "subset": "subset", "attack_epsilon": "attack_epsilon",
     "pgd_steps": "pgd_steps", "open_set_fraction": "open_set_fraction", "open_set_source": "open_set_source",
     "open_set_oracle": "open_set_oracle", "imbalance_ratio": "imbalance_ratio",
+    "initial_set": "initial_set", "retrain": "retrain",
 }
 _TRAIN_FLAGS = ("epochs", "batch_size", "lr", "optimizer", "min_steps")
 
@@ -87,7 +88,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.out is not None and not args.out.strip():
         raise ConfigError("--out expects a directory, got an empty string")
     for field, pairs, flag in (("strategy_options", args.option, "--option"),
-                               ("recipe_options", args.recipe_option, "--recipe-option")):
+                               ("recipe_options", args.recipe_option, "--recipe-option"),
+                               ("model_options", args.model_option, "--model-option")):
         base = values.get(field) or {}
         if not isinstance(base, dict):
             raise ConfigError(f"{field} must be a mapping of option: value, got {short(base)}")
@@ -99,11 +101,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         base = values.get("train")
         if base is not None and not isinstance(base, dict):
             raise ConfigError(f"train must be a mapping of TrainConfig fields, got {short(base)}")
+        if base is None and values.get("preset"):
+            base = {}  # the preset supplies the rest of its training recipe
         if base is None:
             family = DATASETS.get(values.get("dataset", "mnist")).family
             base = TrainConfig.for_family(family).__dict__
         values["train"] = {**base, **train_over}
-        _build(TrainConfig, values["train"], "train")
+        if not values.get("preset"):
+            _build(TrainConfig, values["train"], "train")
     configs = config_from_dict(values)
     first = configs[0]
     out_root = Path(args.out) if args.out else Path("runs") / f"{first.dataset}-{first.model}"
@@ -218,7 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run or resume experiments")
     r.add_argument("config", nargs="?", help="YAML config (flags override its fields)")
     r.add_argument("--dataset")
-    r.add_argument("--model")
+    r.add_argument("--model", help="registered model (cnn, resnet18, features, ...) or your own: "
+                                    "package.module:builder")
+    r.add_argument("--model-option", action="append", metavar="KEY=VALUE",
+                   help="model option (repeatable): features hidden=/depth=; your builder's keywords, "
+                        "embedding_layer=, stages=")
     r.add_argument("--method", help="method name, or a comma-separated list")
     r.add_argument("--initial-size", type=int)
     r.add_argument("--budget", type=int)
@@ -237,7 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--recipe-option", action="append", metavar="KEY=VALUE", help="recipe option")
     r.add_argument("--subset", type=lambda v: int(v) if v.strip().isdigit() else v, metavar="R",
                    help="score a random R of the unlabeled pool each round ('full': all of it)")
-    r.add_argument("--features", help=".npy features for strategies with an embedding source")
+    r.add_argument("--features", help="with --model features: your embeddings, the model's inputs (.npy "
+                                       "[N_train, D] or .npz with train/test); otherwise .npy features for "
+                                       "strategies with source=features")
     r.add_argument("--device")
     r.add_argument("--preset", help="named protocol preset, e.g. dm2-paper (explicit values win)")
     r.add_argument("--test-corruptions", metavar="NAME:SEV,...",
@@ -248,6 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--open-set-source", help="'photos' (default) or a dataset name")
     r.add_argument("--open-set-oracle", choices=["discard", "random-label"])
     r.add_argument("--imbalance-ratio", type=float, help="long-tailed pool, head/tail ratio")
+    r.add_argument("--initial-set", choices=["random", "every-class"],
+                   help="round-0 labels: uniform draws, or redrawn until every class is in them")
+    r.add_argument("--retrain", choices=["scratch", "continue"],
+                   help="each round trains a fresh model (scratch) or the previous round's (continue)")
     r.add_argument("--data-root")
     r.add_argument("--out", help="run directory (one method) or parent directory (several)")
     r.add_argument("--quiet", action="store_true", help="no progress output")

@@ -20,7 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from dalkit.data import to_float
-from dalkit.models import create_model
+from dalkit.errors import BudgetError
+from dalkit.models import build_model
 from dalkit.strategies import QueryContext, query
 from dalkit.training import TrainConfig, TrainSet, fit, prepare_model
 
@@ -34,15 +35,35 @@ def generator(*parts: int) -> torch.Generator:
     return torch.Generator().manual_seed(derive_seed(*parts))
 
 
-def initial_labeled(pool_size: int, initial_size: int, seed: int, ood_mask: Tensor | None = None) -> Tensor:
+def initial_labeled(pool_size: int, initial_size: int, seed: int, ood_mask: Tensor | None = None,
+                    labels: Tensor | None = None) -> Tensor:
     """The round-0 labeled set: ``initial_size`` random pool indices, a function of the seed only.
 
     With an open-set pool the seed set is drawn from the in-distribution images (a seed set is labeled
-    data; an OOD seed would only be discarded)."""
-    perm = torch.randperm(pool_size, generator=generator(seed, 0, 7))
-    if ood_mask is not None and bool(ood_mask.any()):
-        perm = perm[~ood_mask[perm]]
-    return perm[:initial_size].sort().values
+    data; an OOD seed would only be discarded).  With ``labels`` [N] (``initial_set: every-class``, the
+    DM2 baselines' MNIST protocol) permutations are redrawn from the same generator until the first
+    ``initial_size`` hold every class that occurs in the (in-distribution) pool.
+
+    Raises:
+        BudgetError: ``labels`` given and ``initial_size`` is smaller than the number of classes, or no
+            draw in 100,000 held every class (the reference's limit).
+    """
+    gen = generator(seed, 0, 7)
+    keep = ~ood_mask if ood_mask is not None and bool(ood_mask.any()) else None
+    classes = None
+    if labels is not None:
+        classes = torch.unique(labels[keep] if keep is not None else labels)
+        if initial_size < classes.numel():
+            raise BudgetError(f"initial_set every-class needs initial_size >= the {classes.numel()} classes, "
+                              f"got {initial_size}")
+    for _ in range(100_000):
+        perm = torch.randperm(pool_size, generator=gen)
+        if keep is not None:
+            perm = perm[keep[perm]]
+        first = perm[:initial_size]
+        if classes is None or torch.unique(labels[first]).numel() == classes.numel():
+            return first.sort().values
+    raise BudgetError(f"no random initial set of {initial_size} held every class in 100,000 draws")
 
 
 def unlabeled_mask(pool_size: int, labeled: Tensor) -> Tensor:
@@ -70,17 +91,30 @@ def draw_candidates(
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """How a round builds its fresh model: a registered name plus the data-dependent arguments."""
+    """How a round builds its fresh model: a registered name (or a user's ``package.module:builder``)
+    plus the data-dependent arguments (:func:`dalkit.models.build_model`).
+
+    Attributes:
+        options: model options (``features``: hidden, depth; a builder's keywords, ``embedding_layer``,
+            ``stages``).
+        float_pool: the pool holds float values, not uint8 images (no [0, 1] clipping for FGSM).
+    """
 
     name: str
     num_classes: int
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     dropout: float | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    float_pool: bool = False
 
-    def build(self, image_shape: Sequence[int]) -> nn.Module:
-        return create_model(self.name, image_shape[0], self.num_classes, self.mean, self.std, self.dropout,
-                            image_size=image_shape[-1])
+    def build(self, image_shape: Sequence[int], example: Tensor | None = None) -> nn.Module:
+        """A fresh model for samples of ``image_shape``; ``example`` (a few model inputs) is what a user's
+        model is probed with (zeros when None)."""
+        if example is None:
+            example = torch.zeros(2, *image_shape)
+        return build_model(self.name, tuple(image_shape), self.num_classes, example, self.mean, self.std,
+                           self.dropout, self.options, self.float_pool)
 
 
 @dataclass
@@ -124,22 +158,28 @@ def train_round(
     adv_images: Tensor | None = None,
     unlabeled_idx: Tensor | None = None,
     progress: bool = False,
+    init_state: dict[str, Tensor] | None = None,
 ) -> tuple[nn.Module, dict[str, float], float]:
     """Train a freshly initialised model on ``images[train_idx]`` (labels ``labels[train_idx]``).
 
     Args:
-        images: uint8 pool [N, C, H, W]; labels: [N] (only ``train_idx`` rows are read).
+        images: the pool, uint8 images [N, C, H, W] or a float pool [N, ...]; labels: [N] (only
+            ``train_idx`` rows are read).
         train_idx: pool indices trained on [M].
         adv_index, adv_images: pool indices (a subset of ``train_idx``) with fixed counterparts, and those
             counterparts, aligned [P, C, H, W] (DM2-AT); None for none.
         unlabeled_idx: pool indices a semi-supervised recipe draws unlabeled batches from.
+        init_state: weights to start from (``retrain: continue``: the previous round's model and any
+            loss-prediction module); None = the fresh initialisation.
     Returns:
         (model, fit statistics, seconds).
     """
     image_shape = tuple(images.shape[1:])
     torch.manual_seed(derive_seed(seed, r, 1))  # model init + dropout in training
-    model = model_spec.build(image_shape).to(device)
+    model = model_spec.build(image_shape, to_float(images[:2])).to(device)
     model = prepare_model(recipe, model, image_shape)  # e.g. attaches a loss-prediction module
+    if init_state is not None:
+        model.load_state_dict(init_state)
     paired = torch.zeros(len(train_idx), dtype=torch.bool)
     train_adv = None
     if adv_index is not None and adv_index.numel():
@@ -224,6 +264,7 @@ def run_round(
     counterpart_labels: Tensor | None = None,
     progress: bool = False,
     after_train: Callable[[nn.Module], Any] | None = None,
+    init_state: dict[str, Tensor] | None = None,
 ) -> RoundResult:
     """Train on the labeled set, then (``budget`` not None) query the next batch.
 
@@ -235,6 +276,7 @@ def run_round(
         budget: samples to query; None trains only (the last round of a run).
         counterpart_labels: labels [N] the recipe's counterparts of the new picks are built with (the
             simulated oracle knows them at query time); None skips counterparts.
+        init_state: weights the round's model starts from (None: a fresh initialisation).
         after_train: called with the trained model before the query (evaluation: a strategy may leave
             the model in another state); its return value is ``RoundResult.evaluation``.
     Returns:
@@ -247,7 +289,7 @@ def run_round(
     queried[labeled] = True
     model, stats, train_s = train_round(model_spec, recipe, train_cfg, images, labels, train_idx, seed, r,
                                         device, adv_index, adv_images, (~queried).nonzero().squeeze(1),
-                                        progress)
+                                        progress, init_state)
     result = RoundResult(model, stats, train_s)
     if after_train is not None:
         result.evaluation = after_train(model)
