@@ -53,7 +53,8 @@ _RUN_FLAGS = {  # flag dest -> config field
     "rounds": "rounds", "pool_size": "pool_size", "test_size": "test_size", "device": "device",
     "data_root": "data_root", "recipe": "recipe", "features": "features_path",
     "model_dropout": "model_dropout", "subset": "subset", "attack_epsilon": "attack_epsilon",
-    "pgd_steps": "pgd_steps", "open_set_fraction": "open_set_fraction", "open_set_source": "open_set_source",
+    "pgd_steps": "pgd_steps", "pgd_restarts": "pgd_restarts", "open_set_fraction": "open_set_fraction",
+    "open_set_source": "open_set_source",
     "open_set_oracle": "open_set_oracle", "imbalance_ratio": "imbalance_ratio",
     "initial_set": "initial_set", "retrain": "retrain",
 }
@@ -255,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="corrupted test sets evaluated every round, e.g. fog:3,rotate:2 or all:3")
     r.add_argument("--attack-epsilon", type=float, help="FGSM/PGD test accuracy at this L-inf radius")
     r.add_argument("--pgd-steps", type=int)
+    r.add_argument("--pgd-restarts", type=int, help="PGD from k random starts (worst case); 0: start at x")
     r.add_argument("--open-set-fraction", type=float, help="fraction of OOD images in the pool")
     r.add_argument("--open-set-source", help="'photos' (default) or a dataset name")
     r.add_argument("--open-set-oracle", choices=["discard", "random-label"])

@@ -60,6 +60,8 @@ class ExperimentConfig:
             (:func:`dalkit.data.corruptions.parse_corruptions`); () = none.
         attack_epsilon: FGSM and PGD test accuracy at this L-inf radius every round (None: none).
         pgd_steps: PGD iterations (step 2.5 eps / steps).
+        pgd_restarts: 0 = PGD starts at the clean input (deterministic); k >= 1 = k random starts in
+            the eps-ball, a test image counting as correct only if it resists all k (Madry et al.).
         open_set_fraction: fraction of the pool made of out-of-distribution images (0: none).
         open_set_source: where they come from: "photos" (crops of scikit-learn's sample photographs)
             or a dataset name.
@@ -100,6 +102,7 @@ class ExperimentConfig:
     test_corruptions: tuple[str, ...] = ()
     attack_epsilon: float | None = None
     pgd_steps: int = 10
+    pgd_restarts: int = 0
     open_set_fraction: float = 0.0
     open_set_source: str = "photos"
     open_set_oracle: str = "discard"

@@ -315,7 +315,7 @@ def run_seed(
         t0 = time.perf_counter()
         robust = robust_metrics(model, data.test.labels, data.corrupted, data.test.images,
                                 config.attack_epsilon, config.pgd_steps, data.train_cfg.eval_batch_size,
-                                device)
+                                device, config.pgd_restarts)
         return acc, robust, time.perf_counter() - t0
 
     for r in range(start_round, config.rounds + 1):
