@@ -496,7 +496,9 @@ def _check_done_rounds(config: ExperimentConfig, data: Prepared, existing: list[
                        where: Path) -> None:
     for seed in sorted({r["seed"] for r in existing}):
         done = sorted((r for r in existing if r["seed"] == seed), key=lambda r: r["round"])
-        check_replay(done, config, len(data.pool), initial_set(config, data, seed).tolist(), where)
+        # the same initial set run_seed starts from: with an open-set pool, in-distribution images only
+        check_replay(done, config, len(data.pool), initial_set(config, data, seed).tolist(), where,
+                     data.ood_mask)
 
 
 def run_experiment(
