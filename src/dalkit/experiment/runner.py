@@ -132,17 +132,26 @@ def _check_feature_array(arr: Any, path: str | Path, n_rows: int, what: str = "N
     if arr.ndim != 2 or arr.shape[0] != n_rows or arr.shape[1] == 0:
         raise DatasetFormatError(f"features {path} must be [{what}={n_rows}, D >= 1] (one row per sample), "
                                  f"got {arr.shape}")
-    finite = np.isfinite(arr).all(axis=1)
-    if not finite.all():
-        rows = np.flatnonzero(~finite)
-        raise DatasetFormatError(f"features {path} contain NaN or inf in {rows.size} rows (first: "
-                                 f"{', '.join(map(str, rows[:5]))})")
-    return torch.from_numpy(arr.astype(np.float32, copy=False))
+    # in chunks of rows: a memory-mapped million-row file is never read whole into memory
+    step = max(1, (64 << 20) // max(1, arr.shape[1] * arr.itemsize))
+    bad = np.concatenate([np.flatnonzero(~np.isfinite(arr[s:s + step]).all(axis=1)) + s
+                          for s in range(0, arr.shape[0], step)] or [np.empty(0, np.int64)])
+    if bad.size:
+        raise DatasetFormatError(f"features {path} contain NaN or inf in {bad.size} rows (first: "
+                                 f"{', '.join(map(str, bad[:5]))})")
+    if arr.dtype == np.float32 and arr.flags.c_contiguous:
+        return torch.from_numpy(arr)  # a map of the file when loaded with mmap_mode: pages come in as read
+    out = np.empty(arr.shape, np.float32)
+    for s in range(0, arr.shape[0], step):
+        out[s:s + step] = arr[s:s + step]
+    return torch.from_numpy(out)
 
 
 def _load_array(path: str | Path) -> Any:
+    """The array in ``path``: a ``.npy`` memory-mapped copy-on-write (a write never reaches the file),
+    so a pool larger than memory is paged in as it is read; an ``.npz`` archive as numpy opens it."""
     try:
-        return np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False, mmap_mode="c")
     except (OSError, ValueError, EOFError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else short(str(exc))[1:-1]
         raise DatasetFormatError(f"cannot read features {path}: {reason}") from None
