@@ -5,6 +5,7 @@
     dalkit datasets                   list datasets and whether their files are present
     dalkit report RUN_DIR...          mean ± std per round, AUBC, learning-curve PNG
     dalkit fetch NAME                 download a dataset (checksummed) into the data root
+    dalkit label ...                  label your own images (see dalkit/label/cli.py)
 """
 
 from __future__ import annotations
@@ -299,6 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("name")
     f.add_argument("--data-root")
     f.set_defaults(func=_cmd_fetch)
+
+    from dalkit.label.cli import add_label_parser
+
+    add_label_parser(sub)
     return p
 
 
