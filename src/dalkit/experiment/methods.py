@@ -87,8 +87,8 @@ def check_training_overrides(method: str, recipe: Any, recipe_options: Any) -> N
             if key in recipe_options and recipe_options[key] != value:
                 other = base if key == "fa" else training
                 raise ConfigError(f"method {method!r} sets the recipe option {key}={value} by its name but "
-                                  f"recipe_options sets {key}={short(recipe_options[key])}; drop the option or "
-                                  f"use the method {other + ':' + method.partition(':')[2]!r}")
+                                  f"recipe_options sets {key}={short(recipe_options[key])}; drop the option "
+                                  f"or use the method {other + ':' + method.partition(':')[2]!r}")
 
 
 def resolve_training(training: str) -> tuple[str, dict[str, Any]]:

@@ -483,8 +483,9 @@ def _check_pool(config: ExperimentConfig, data: Prepared) -> None:
     left = len(data.pool) - config.initial_size - config.rounds * config.budget  # unqueried, last round
     if ratio and left < 1:
         raise BudgetError(f"method {config.method!r} trains on unlabeled images, but round {config.rounds} "
-                          f"leaves none: pool {len(data.pool)} - initial_size {config.initial_size} - rounds "
-                          f"{config.rounds} x budget {config.budget} = {left}; lower the rounds or the budget")
+                          f"leaves none: pool {len(data.pool)} - initial_size {config.initial_size} - "
+                          f"rounds {config.rounds} x budget {config.budget} = {left}; lower the rounds or "
+                          "the budget")
     if config.rounds <= 0:
         return
     subset = config.candidate_subset
