@@ -137,7 +137,12 @@ def _check_feature_array(arr: Any, path: str | Path, n_rows: int, what: str = "N
         rows = np.flatnonzero(~finite)
         raise DatasetFormatError(f"features {path} contain NaN or inf in {rows.size} rows (first: "
                                  f"{', '.join(map(str, rows[:5]))})")
-    return torch.from_numpy(arr.astype(np.float32, copy=False))
+    with np.errstate(over="ignore"):  # checked below
+        features = arr.astype(np.float32, copy=False)  # what the strategies compute with
+    if not np.isfinite(features).all():  # float64 (or int64) values beyond float32's range
+        raise DatasetFormatError(f"features {path} hold values beyond float32's range (|x| > 3.4e38; largest "
+                                 f"{np.abs(arr).max():.3g}); rescale them")
+    return torch.from_numpy(features)
 
 
 def _load_array(path: str | Path) -> Any:
@@ -474,6 +479,13 @@ def _check_pool(config: ExperimentConfig, data: Prepared) -> None:
     """Refuse a candidate subset smaller than the budget, and give a strategy with a
     ``check_pool(n_unlabeled[, budget])`` hook the smallest number of samples a round will rank (the last
     round's unlabeled pool, or the candidate subset if smaller) and the budget."""
+    ratio = int(getattr(_recipe_for(config), "unlabeled_ratio", 0) or 0)
+    left = len(data.pool) - config.initial_size - config.rounds * config.budget  # unqueried, last round
+    if ratio and left < 1:
+        raise BudgetError(f"method {config.method!r} trains on unlabeled images, but round {config.rounds} "
+                          f"leaves none: pool {len(data.pool)} - initial_size {config.initial_size} - "
+                          f"rounds {config.rounds} x budget {config.budget} = {left}; lower the rounds or "
+                          "the budget")
     if config.rounds <= 0:
         return
     subset = config.candidate_subset
