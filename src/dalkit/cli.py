@@ -194,11 +194,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from dalkit.report import plot_format, plot_learning_curves, runs_table
 
     plot = Path(args.plot) if args.plot else Path(args.run_dirs[0]).parent / "learning_curves.png"
-    for path in (plot, Path(args.markdown) if args.markdown else None):  # before anything is written
+    for path in (plot, Path(args.markdown) if args.markdown else None,
+                 Path(args.map) if args.map else None):  # before anything is written
         if path is not None:
             check_writable(path)
     plot_format(plot)  # .png, .pdf or .svg
     table, summaries = runs_table(args.run_dirs)
+    if args.map:
+        from dalkit.report.maps import run_map
+
+        run_map(args.run_dirs[0], args.map)
+        print(f"selection map: {args.map}", file=sys.stderr)
     if args.markdown:
         atomic_write_text(args.markdown, table + "\n")
     plot_learning_curves(summaries, plot)
@@ -294,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--plot", help="learning-curve image, .png, .pdf or .svg (default: "
                      "learning_curves.png next to the first run directory)")
     rep.add_argument("--markdown", help="also write the table to this file")
+    rep.add_argument("--map", help="PNG: the first run's selection map (PCA of the pool, picks by round)")
     rep.set_defaults(func=_cmd_report)
 
     f = sub.add_parser("fetch", help="download a dataset into the data root (checksummed)")
