@@ -118,13 +118,13 @@ def part_executors(args: argparse.Namespace) -> None:
     import tempfile
 
     methods = "entropy,coreset,badge,dm2-at"
-    common = ["--dataset", "mnist", "--method", methods, "--pool-size", str(args.pool), "--test-size", "2000",
-              "--initial-size", "20", "--budget", "20", "--rounds", "3", "--seeds", "0,1,2", "--epochs", "2",
+    common = ["--dataset", args.dataset, "--method", methods, "--pool-size", str(args.pool), "--test-size", "300",
+              "--initial-size", "20", "--budget", "20", "--rounds", "3", "--seeds", "0,1,2", "--epochs", str(args.epochs),
               "--device", "cpu", "--quiet"]
     rows = {}
     tmp = Path(tempfile.mkdtemp())
     for executor in ("local", "ray"):
-        key = f"executors/{args.pool}/{executor}"
+        key = f"executors/{args.dataset}-{args.pool}-e{args.epochs}/{executor}"
         if key in load():
             rows[executor] = load()[key]
             continue
@@ -146,7 +146,7 @@ def part_executors(args: argparse.Namespace) -> None:
                     out.append({k: v for k, v in r.items() if not k.endswith("_s")})
             return sorted(out, key=lambda r: (json.dumps(r, sort_keys=True)))
         same = recs(rows["local"]["dir"]) == recs(rows["ray"]["dir"])
-        save(f"executors/{args.pool}/identical", {"identical": same})
+        save(f"executors/{args.dataset}-{args.pool}-e{args.epochs}/identical", {"identical": same})
     print(rows, "identical records:", same)
     shutil.rmtree(tmp, ignore_errors=True)
 
@@ -255,7 +255,9 @@ def main() -> None:
     s.add_argument("--timeout", type=int, default=300)
     s.add_argument("--cache", default="/tmp/dalkit-scale")
     e = sub.add_parser("executors")
-    e.add_argument("--pool", type=int, default=5000)
+    e.add_argument("--dataset", default="digits")
+    e.add_argument("--pool", type=int, default=1400)
+    e.add_argument("--epochs", type=int, default=5)
     w = sub.add_parser("score-workers")
     w.add_argument("--n", type=int, default=250000)
     k = sub.add_parser("knn")
