@@ -401,6 +401,12 @@ CORPUS: list[tuple[str, Callable[[Path], None] | None, list[str], str]] = [
      NEW("--method", "fixmatch:random", "--pool-size", "20", "--rounds", "2"), "leaves none"),
     ("features-beyond-float32", _npy("f.npy", np.full((N_DIGITS, 4), 1e300)),
      R("--method", "coreset", "--option", "source=features", "--features", "{T}/f.npy"), "float32"),
+    # sizes whose memory no machine holds: refused from the estimate, before anything is allocated
+    ("lplgrad-hidden-huge", None, NEW("--method", "lplgrad", "--recipe-option", "hidden=1000000000"),
+     "(hidden)"),
+    ("fa-queue-huge", None, NEW("--method", "fixmatch+fa:random", "--recipe-option", "fa_queue=1000000000"),
+     "(fa_queue)"),
+    ("ssl-mu-huge", None, NEW("--method", "fixmatch:random", "--recipe-option", "mu=1000000000"), "mu)"),
     # damaged round records: every field type- and range-checked, in report and on resume
     ("report-robust-word", _rob(corrupt_acc_mean="abc"), REP(), "corrupt_acc_mean"),
     ("report-robust-list", _rob(fgsm_acc=[0.5]), REP(), "fgsm_acc"),

@@ -467,12 +467,41 @@ def _probe_model(config: ExperimentConfig, data: Prepared) -> None:
             model = build_round_model(config, data).eval()
             with torch.inference_mode():
                 model(to_float(pool.images[:1]))
-            prepare_model(_recipe_for(config), model, pool.image_shape)  # sizes a loss-prediction module
+            recipe = _recipe_for(config)
+            _check_memory(config, data, model, recipe)  # before the recipe's modules are allocated
+            prepare_model(recipe, model, pool.image_shape)  # sizes a loss-prediction module
     except ConfigError:
         raise
     except (RuntimeError, ValueError) as exc:
         raise ConfigError(f"model {config.model!r} cannot take {config.dataset} images of shape "
                           f"{tuple(pool.image_shape)}: {short(str(exc).splitlines()[0])[1:-1]}") from None
+
+
+def _check_memory(config: ExperimentConfig, data: Prepared, model: torch.nn.Module, recipe: Any) -> None:
+    """Refuse sizes whose memory the machine cannot hold (:mod:`dalkit.experiment.memory`): the
+    recipe's modules (loss prediction's ``hidden``), its state (FA's ``fa_queue``), ``mu`` x the batch.
+
+    Raises:
+        ConfigError: names the total, its largest part and the memory available.
+    """
+    from dalkit.experiment import memory
+
+    pool = data.pool
+    labeled = config.initial_size + config.rounds * config.budget  # the last round's labeled set
+    batch = min(data.train_cfg.batch_size, labeled)
+    act = memory.activation_floats(model, to_float(pool.images[:1]))
+    params = memory.parameter_count(
+        lambda: prepare_model(recipe, build_round_model(config, data, "meta"), pool.image_shape))
+    embed_dim = int(getattr(model, "embed_dim", 0) or act)
+    state = recipe.state_bytes(labeled, embed_dim, batch) if hasattr(recipe, "state_bytes") else 0
+    parts = memory.round_bytes(
+        params=params, act_per_sample=act, sample_floats=int(pool.images[0].numel()), batch=batch,
+        unlabeled_ratio=int(getattr(recipe, "unlabeled_ratio", 0) or 0),
+        extra_views=int(getattr(recipe, "extra_labeled_views", 0) or 0), recipe_state=state,
+        eval_batch=min(data.train_cfg.eval_batch_size, len(pool)))
+    device = resolve_device(config.device)
+    available = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
+    memory.check_round_memory(parts, f"method {config.method!r} on {config.dataset}", available)
 
 
 def _check_pool(config: ExperimentConfig, data: Prepared) -> None:
