@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dalkit.experiment import ExperimentConfig, RunDirectory, initial_labeled, run_experiment
-from dalkit.experiment import runner as runner_module
+from dalkit.experiment import round as round_module
 from dalkit.training import TrainConfig
 
 TIMING = ("train_s", "query_s")
@@ -70,14 +70,14 @@ def test_end_to_end_run_records(tmp_path, digits):
 def test_same_initial_labeled_set_for_every_method(digits, monkeypatch):
     """Round 0 is identical for every method under one seed: same labeled set, same trained model."""
     seen: dict[str, torch.Tensor] = {}
-    real_context = runner_module.QueryContext
+    real_context = round_module.QueryContext
 
     def spy(model, pool_images, labeled_idx, *args, **kwargs):
         ctx = real_context(model, pool_images, labeled_idx, *args, **kwargs)
         seen.setdefault(current, ctx.labeled_idx.clone())
         return ctx
 
-    monkeypatch.setattr(runner_module, "QueryContext", spy)
+    monkeypatch.setattr(round_module, "QueryContext", spy)
     round0 = {}
     for current in ("random", "entropy", "dm2"):
         recs = run_experiment(config(current, rounds=1, seeds=(3,)), splits=digits, progress=False)
@@ -200,3 +200,26 @@ def test_a_changed_default_is_not_resumed_silently(tmp_path, digits, monkeypatch
     with pytest.raises(RunDirectoryError, match="default changed"):
         run_experiment(cfg, tmp_path / "run", splits=digits, progress=False)
     assert (tmp_path / "run" / "rounds.jsonl").read_bytes() == before
+
+
+def test_one_round_called_by_hand_selects_what_the_runner_selected(digits):
+    """experiment/round.py is the runner's round: called with the runner's inputs for round 1 (the
+    initial set plus round 0's picks, labels from the pool), it picks what the runner recorded."""
+    from dalkit.experiment.runner import _recipe_for, _strategy_for, check_experiment
+
+    cfg = config("margin", rounds=2, seeds=(5,))
+    records = run_experiment(cfg, splits=digits, progress=False)
+    data = check_experiment(cfg, splits=digits)
+    pool = data.pool
+    labeled = torch.cat([initial_labeled(len(pool), cfg.initial_size, 5),
+                         torch.tensor(records[0]["selected"])])
+    spec = round_module.ModelSpec("cnn", pool.num_classes, data.mean, data.std)
+    res = round_module.run_round(spec, _strategy_for(cfg), _recipe_for(cfg), data.train_cfg, pool.images,
+                                 pool.labels, labeled, 5, 1, cfg.budget)
+    assert res.selected.tolist() == records[1]["selected"]
+    assert res.stats["loss"] == records[1]["train_loss"]
+    # the labels it trains on are the ones handed in: other labels train another model
+    wrong = (pool.labels + 1) % pool.num_classes
+    res2 = round_module.run_round(spec, _strategy_for(cfg), _recipe_for(cfg), data.train_cfg, pool.images,
+                                  wrong, labeled, 5, 1, cfg.budget)
+    assert res2.stats["loss"] != records[1]["train_loss"]

@@ -24,7 +24,12 @@ def by_method(values):
 def test_dm2_paper_sets_each_methods_reading():
     cfgs = by_method({"preset": "dm2-paper", "dataset": "mnist", "method": METHODS})
     for c in cfgs.values():
-        assert (c.initial_size, c.budget, c.rounds, c.subset) == (20, 20, 10, 1000)
+        # the code's 10 cycles are 10 evaluations and 9 queries: 20 + 9 x 20 = 200 labels
+        assert (c.initial_size, c.budget, c.rounds, c.subset) == (20, 20, 9, 1000)
+        assert c.initial_size + c.rounds * c.budget == 200
+        assert c.model == "smallnet" and c.initial_set == "every-class"
+        assert (c.train.optimizer, c.train.lr, c.train.epochs, c.train.lr_decay_at) == ("adam", 1e-3, 50, 0.4)
+        assert c.train.class_balance == "one-batch" and c.train.batch_size == 96
     opts = {m: resolved_options(c) for m, c in cfgs.items()}
     assert opts["bald"]["strategy"]["mc"] == "blocks"
     assert opts["entropy-bayesian"]["strategy"]["mc"] == "blocks"

@@ -9,7 +9,7 @@ import torch
 from dalkit.data.poolnoise import add_open_set, long_tail_counts, long_tail_indices, photo_crops
 from dalkit.errors import ConfigError
 from dalkit.experiment import ExperimentConfig, RunDirectory, run_experiment
-from dalkit.experiment import runner as runner_module
+from dalkit.experiment import round as round_module
 from dalkit.experiment.config import config_from_dict
 from dalkit.experiment.runner import prepare_data
 from dalkit.report.tables import markdown_table, summarize
@@ -54,13 +54,13 @@ def test_open_set_discard_charges_the_budget_and_never_trains(digits, monkeypatc
     ood = data.ood_mask
     assert int(ood.sum()) == 300 and len(data.pool) == 600
     trained: list[torch.Tensor] = []
-    real_fit = runner_module.fit
+    real_fit = round_module.fit
 
     def spy_fit(model, trainset, *args, **kwargs):
         trained.append(trainset.images.clone())
         return real_fit(model, trainset, *args, **kwargs)
 
-    monkeypatch.setattr(runner_module, "fit", spy_fit)
+    monkeypatch.setattr(round_module, "fit", spy_fit)
     records = run_experiment(cfg, None, splits=digits, progress=False)
     labeled = set()
     for r in records:

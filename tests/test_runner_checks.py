@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from dalkit.data.dataset import to_float
 from dalkit.experiment import METHODS, ExperimentConfig, initial_labeled, run_experiment
-from dalkit.experiment import runner as runner_module
+from dalkit.experiment import round as round_module
 from dalkit.experiment.runner import derive_seed, prepare_data, resolved_options
 from dalkit.report import summarize
 from dalkit.training import TrainConfig
@@ -36,7 +36,7 @@ def run_recorded(method: str, digits, monkeypatch, seeds=(0, 1), **changes):
     cfg = ExperimentConfig(**{**dict(dataset="digits", method=method, initial_size=20, budget=10, rounds=3,
                                      seeds=seeds, pool_size=300, train=QUICK_TRAIN, device="cpu"), **changes})
     rec = Recorded()
-    real_fit, real_query = runner_module.fit, runner_module.query
+    real_fit, real_query = round_module.fit, round_module.query
 
     def fit(model, trainset, *args, **kwargs):
         rec.trainsets.append(trainset)
@@ -48,8 +48,8 @@ def run_recorded(method: str, digits, monkeypatch, seeds=(0, 1), **changes):
         rec.contexts.append((ctx, state, sel))
         return sel
 
-    monkeypatch.setattr(runner_module, "fit", fit)
-    monkeypatch.setattr(runner_module, "query", query)
+    monkeypatch.setattr(round_module, "fit", fit)
+    monkeypatch.setattr(round_module, "query", query)
     records = run_experiment(cfg, splits=digits, progress=False)
     return cfg, prepare_data(cfg, digits).pool, records, rec
 

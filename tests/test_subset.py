@@ -11,7 +11,7 @@ import torch
 from dalkit.cli import main
 from dalkit.errors import BudgetError, ConfigError
 from dalkit.experiment import ExperimentConfig, initial_labeled, run_experiment
-from dalkit.experiment import runner as runner_module
+from dalkit.experiment import round as round_module
 from dalkit.experiment.runner import derive_seed, resolved_options
 from dalkit.strategies import QueryContext, create_strategy, query
 from dalkit.training import TrainConfig
@@ -36,14 +36,14 @@ def naive_candidates(pool_size: int, labeled: set[int], subset: int, seed: int, 
 
 def test_candidates_are_seeded_recorded_and_the_only_samples_a_strategy_sees(tmp_path, digits, monkeypatch):
     seen: list[torch.Tensor] = []
-    real_context = runner_module.QueryContext
+    real_context = round_module.QueryContext
 
     def spy(*args, **kwargs):
         ctx = real_context(*args, **kwargs)
         seen.append(ctx.unlabeled_idx.clone())
         return ctx
 
-    monkeypatch.setattr(runner_module, "QueryContext", spy)
+    monkeypatch.setattr(round_module, "QueryContext", spy)
     cfg = config(seeds=(0, 1))
     records = run_experiment(cfg, tmp_path / "run", splits=digits, progress=False)
     on_disk = [json.loads(line) for line in (tmp_path / "run" / "rounds.jsonl").read_text().splitlines()]

@@ -54,6 +54,7 @@ _RUN_FLAGS = {  # flag dest -> config field
     "model_dropout": "model_dropout", "subset": "subset", "attack_epsilon": "attack_epsilon",
     "pgd_steps": "pgd_steps", "open_set_fraction": "open_set_fraction", "open_set_source": "open_set_source",
     "open_set_oracle": "open_set_oracle", "imbalance_ratio": "imbalance_ratio",
+    "initial_set": "initial_set", "retrain": "retrain",
 }
 _TRAIN_FLAGS = ("epochs", "batch_size", "lr", "optimizer", "min_steps")
 
@@ -98,11 +99,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         base = values.get("train")
         if base is not None and not isinstance(base, dict):
             raise ConfigError(f"train must be a mapping of TrainConfig fields, got {short(base)}")
+        if base is None and values.get("preset"):
+            base = {}  # the preset supplies the rest of its training recipe
         if base is None:
             family = DATASETS.get(values.get("dataset", "mnist")).family
             base = TrainConfig.for_family(family).__dict__
         values["train"] = {**base, **train_over}
-        _build(TrainConfig, values["train"], "train")
+        if not values.get("preset"):
+            _build(TrainConfig, values["train"], "train")
     configs = config_from_dict(values)
     first = configs[0]
     out_root = Path(args.out) if args.out else Path("runs") / f"{first.dataset}-{first.model}"
@@ -247,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--open-set-source", help="'photos' (default) or a dataset name")
     r.add_argument("--open-set-oracle", choices=["discard", "random-label"])
     r.add_argument("--imbalance-ratio", type=float, help="long-tailed pool, head/tail ratio")
+    r.add_argument("--initial-set", choices=["random", "every-class"],
+                   help="round-0 labels: uniform draws, or redrawn until every class is in them")
+    r.add_argument("--retrain", choices=["scratch", "continue"],
+                   help="each round trains a fresh model (scratch) or the previous round's (continue)")
     r.add_argument("--data-root")
     r.add_argument("--out", help="run directory (one method) or parent directory (several)")
     r.add_argument("--quiet", action="store_true", help="no progress output")

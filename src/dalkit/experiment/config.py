@@ -19,6 +19,9 @@ from dalkit.experiment.robustness import check_robustness_fields
 from dalkit.models import MODELS
 from dalkit.training.config import TrainConfig
 
+INITIAL_SETS = ("random", "every-class")
+RETRAIN = ("scratch", "continue")
+
 
 @dataclass(frozen=True)
 class ExperimentConfig:
@@ -57,6 +60,12 @@ class ExperimentConfig:
             ``rounds.jsonl``; strategies see only these candidates.  "full": the whole unlabeled pool;
             None: the method's default (full for every method but ``uncertain-gcn``, 10,000).  When
             fewer than R samples are left unlabeled, all of them are candidates.
+        initial_set: "random" (default: ``initial_size`` uniform draws) or "every-class" (redrawn until
+            every class is in it, the DM2 baselines' MNIST protocol).
+        retrain: "scratch" (default: a fresh model every round) or "continue" (the model, with any
+            loss-prediction module, starts each round from the previous round's weights with a fresh
+            optimiser and schedule, as the LearningLoss / LPLgrad codes run; the weights are kept in
+            the run directory's state so a resumed run ends with the same numbers).
     """
 
     dataset: str = "mnist"
@@ -84,9 +93,16 @@ class ExperimentConfig:
     open_set_oracle: str = "discard"
     imbalance_ratio: float | None = None
     subset: int | str | None = None
+    initial_set: str = "random"
+    retrain: str = "scratch"
 
     def __post_init__(self) -> None:
         check_robustness_fields(self)
+        if self.initial_set not in INITIAL_SETS:
+            raise ConfigError(f"initial_set must be one of {', '.join(INITIAL_SETS)}, "
+                              f"got {short(self.initial_set)}")
+        if self.retrain not in RETRAIN:
+            raise ConfigError(f"retrain must be one of {', '.join(RETRAIN)}, got {short(self.retrain)}")
         DATASETS.get(self.dataset)
         MODELS.get(self.model)
         resolve_method(self.method)

@@ -18,29 +18,29 @@ from torch import Tensor
 
 from dalkit.checks import short
 from dalkit.data import DATASETS, DataSplits, ImageDataset, channel_stats, load_dataset, to_float
-from dalkit.errors import BudgetError, ConfigError, DatasetFormatError
+from dalkit.errors import BudgetError, ConfigError, DatasetFormatError, RunDirectoryError
 from dalkit.experiment.config import ExperimentConfig
 from dalkit.experiment.methods import resolve_method
 from dalkit.experiment.robustness import corrupted_test_sets, perturb_pool
+from dalkit.experiment.round import (  # noqa: F401  (re-exported: callers import them from here)
+    ModelSpec,
+    derive_seed,
+    draw_candidates,
+    generator,
+    initial_labeled,
+    run_round,
+    unlabeled_mask,
+)
 from dalkit.experiment.rundir import RunDirectory, check_replay
 from dalkit.files import atomic_write_text
 from dalkit.models import create_model
-from dalkit.strategies import QueryContext, create_strategy, query
-from dalkit.training import TrainConfig, TrainSet, accuracy, create_recipe, fit, prepare_model
+from dalkit.strategies import create_strategy
+from dalkit.training import TrainConfig, accuracy, create_recipe
 from dalkit.training.robust import robust_metrics
 
 log = logging.getLogger("dalkit")
 
 _POOL_SEED = 12345  # pool/test subsets are the same for every method and seed
-
-
-def derive_seed(*parts: int) -> int:
-    """A stable 63-bit seed from integers (seed, round, purpose)."""
-    return int(np.random.SeedSequence(list(parts)).generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
-def generator(*parts: int) -> torch.Generator:
-    return torch.Generator().manual_seed(derive_seed(*parts))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -49,40 +49,6 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} requested but CUDA is not available")
     return torch.device(name)
-
-
-def initial_labeled(pool_size: int, initial_size: int, seed: int, ood_mask: Tensor | None = None) -> Tensor:
-    """The round-0 labeled set: ``initial_size`` random pool indices, a function of the seed only.
-
-    With an open-set pool the seed set is drawn from the in-distribution images (a seed set is labeled
-    data; an OOD seed would only be discarded)."""
-    perm = torch.randperm(pool_size, generator=generator(seed, 0, 7))
-    if ood_mask is not None and bool(ood_mask.any()):
-        perm = perm[~ood_mask[perm]]
-    return perm[:initial_size].sort().values
-
-
-def draw_candidates(
-    pool_size: int, labeled: Tensor, subset: int | None, gen: torch.Generator
-) -> Tensor | None:
-    """The round's random candidate subset: ``subset`` unlabeled pool indices (sorted), or None for the
-    whole unlabeled pool (no subset, or no more than ``subset`` samples left unlabeled).
-
-    Its own generator (seed, round, 4), so a strategy's random choices are the same with or without it.
-    """
-    if subset is None:
-        return None
-    unlabeled = unlabeled_mask(pool_size, labeled).nonzero().squeeze(1)
-    if subset >= unlabeled.numel():
-        return None
-    return unlabeled[torch.randperm(unlabeled.numel(), generator=gen)[:subset]].sort().values
-
-
-def unlabeled_mask(pool_size: int, labeled: Tensor) -> Tensor:
-    """bool [N]: True for pool samples not in ``labeled``."""
-    mask = torch.ones(pool_size, dtype=torch.bool)
-    mask[labeled] = False
-    return mask
 
 
 @dataclass
@@ -125,6 +91,10 @@ def prepare_data(config: ExperimentConfig, splits: DataSplits | None = None) -> 
     if config.initial_size > int((~ood_mask).sum()):
         raise BudgetError(f"initial_size {config.initial_size} exceeds the {int((~ood_mask).sum())} "
                           "in-distribution pool samples")
+    n_classes = int(torch.unique(pool.labels[~ood_mask]).numel())
+    if config.initial_set == "every-class" and config.initial_size < n_classes:
+        raise BudgetError(f"initial_set every-class needs initial_size >= the {n_classes} classes of the "
+                          f"pool, got {config.initial_size}")
     if needed > len(pool):
         raise BudgetError(
             f"initial_size + rounds * budget = {needed} exceeds the pool of {len(pool)} samples; "
@@ -212,7 +182,7 @@ def run_seed(
     open_set = bool(ood.any())
     # the oracle refuses OOD picks: they stay "labeled" (budget charged, never re-queried) but never train
     discard = ood if config.open_set_oracle == "discard" else torch.zeros_like(ood)
-    labeled = initial_labeled(len(pool), config.initial_size, seed, ood)
+    labeled = initial_set(config, data, seed)
     state = rundir.load_state(seed) if rundir is not None else {}
     adv_images = torch.empty(0, *pool.image_shape)  # counterparts, aligned with adv_index
     adv_index = torch.empty(0, dtype=torch.long)
@@ -226,65 +196,41 @@ def run_seed(
             adv_images = torch.cat([adv_images, state[key]])
         records.append(rec)
     start_round = len(records)
-    for r in range(start_round, config.rounds + 1):
-        train_idx = labeled[~discard[labeled]]
-        torch.manual_seed(derive_seed(seed, r, 1))  # model init + dropout in training
-        model = create_model(config.model, pool.image_shape[0], pool.num_classes, data.mean, data.std,
-                             config.model_dropout, image_size=pool.image_shape[-1]).to(device)
-        model = prepare_model(recipe, model, pool.image_shape)  # e.g. attaches a loss-prediction module
-        paired = torch.zeros(len(train_idx), dtype=torch.bool)
-        train_adv = None
-        if adv_index.numel():
-            pos = {int(i): k for k, i in enumerate(train_idx.tolist())}
-            rows = torch.tensor([pos[int(i)] for i in adv_index.tolist()], dtype=torch.long)
-            paired[rows] = True
-            train_adv = torch.zeros(len(train_idx), *pool.image_shape)
-            train_adv[rows] = adv_images
-        ratio = int(getattr(recipe, "unlabeled_ratio", 0))  # semi-supervised recipes: mu
-        trainset = TrainSet(pool.images[train_idx], pool.labels[train_idx], train_adv,
-                            paired if train_adv is not None else None,
-                            unlabeled=pool.images[unlabeled_mask(len(pool), labeled)] if ratio else None)
-        t0 = time.perf_counter()
-        stats = fit(model, trainset, recipe.step(), data.train_cfg, generator(seed, r, 2), device,
-                    progress=progress, desc=f"seed {seed} round {r}", unlabeled_ratio=ratio)
-        train_s = time.perf_counter() - t0
+    warm = None  # retrain: continue -> the previous round's weights
+    if config.retrain == "continue" and start_round > 0:
+        warm = state.get(f"model_round{start_round - 1}")
+        if warm is None:
+            raise RunDirectoryError(f"seed {seed}: the weights of round {start_round - 1} are missing from "
+                                    "the run's state, so retrain: continue cannot resume; use a new folder")
+    model_spec = ModelSpec(config.model, pool.num_classes, data.mean, data.std, config.model_dropout)
+    def evaluate(model: torch.nn.Module) -> tuple[float, dict[str, float], float]:
         acc = accuracy(model, data.test.images, data.test.labels, data.train_cfg.eval_batch_size, device)
         t0 = time.perf_counter()
         robust = robust_metrics(model, data.test.labels, data.corrupted, data.test.images,
                                 config.attack_epsilon, config.pgd_steps, data.train_cfg.eval_batch_size,
                                 device)
-        robust_s = time.perf_counter() - t0
-        selected: list[int] = []
-        query_s = 0.0
-        new_adv = None
-        info: dict[str, Any] = {}
-        if r < config.rounds:
-            # discarded OOD picks leave the queryable pool; the strategy sees the trained labels only
-            view = (~(discard & _mask(len(pool), labeled))).nonzero().squeeze(1) if open_set else None
-            images = pool.images[view] if view is not None else pool.images
-            ctx_labeled = torch.searchsorted(view, train_idx) if view is not None else train_idx
-            candidates = draw_candidates(images.shape[0], ctx_labeled, config.candidate_subset,
-                                         generator(seed, r, 4))
-            ctx = QueryContext(model, images, ctx_labeled, pool.labels[train_idx], pool.num_classes,
-                               generator(seed, r, 3), device, data.train_cfg.eval_batch_size, data.features,
-                               candidates)
-            t0 = time.perf_counter()
-            sel = query(strategy, ctx, config.budget)
-            query_s = time.perf_counter() - t0
-            new = (view[sel.indices] if view is not None else sel.indices).sort().values
-            selected = new.tolist()
-            info = _jsonable(sel.info)
-            kept = new[~discard[new]]
-            if kept.numel():
-                x_new = to_float(pool.images[kept], device)
-                new_adv = recipe.counterparts(model, x_new, pool.labels[kept].to(device))
+        return acc, robust, time.perf_counter() - t0
+
+    for r in range(start_round, config.rounds + 1):
+        train_idx = labeled[~discard[labeled]]
+        res = run_round(model_spec, strategy, recipe, data.train_cfg, pool.images, pool.labels, labeled, seed,
+                        r, config.budget if r < config.rounds else None, discard if open_set else None,
+                        device, data.features, config.candidate_subset, adv_index, adv_images,
+                        counterpart_labels=pool.labels, progress=progress, after_train=evaluate,
+                        init_state=warm)
+        stats, train_s = res.stats, res.train_s
+        acc, robust, robust_s = res.evaluation
+        selected: list[int] = res.selected.tolist()
+        query_s = res.query_s
+        new_adv = res.new_adv
+        info: dict[str, Any] = _jsonable(res.info)
         record = {
             "seed": seed, "round": r, "n_labeled": int(len(labeled)),
             "n_adversarial": int(adv_index.numel()), "test_acc": acc, "train_loss": stats["loss"],
             "train_s": round(train_s, 4), "query_s": round(query_s, 4), "selected": selected,
         }
         if r < config.rounds and config.candidate_subset is not None:
-            record["n_candidates"] = ctx.n_unlabeled
+            record["n_candidates"] = res.n_candidates
         if robust:
             record.update(robust)
             record["robust_s"] = round(robust_s, 4)
@@ -294,10 +240,18 @@ def run_seed(
             record["n_ood_selected"] = int(ood[torch.tensor(selected, dtype=torch.long)].sum())
         if info:
             record["info"] = info
+        changed = new_adv is not None
         if new_adv is not None:
             state[f"adv_round{r}"] = new_adv.cpu()
-            if rundir is not None:
-                rundir.save_state(seed, state)
+        if config.retrain == "continue" and r < config.rounds:
+            # kept per round (the last two): a crash between this write and the round's line leaves the
+            # weights the resumed round r needs (round r - 1's) in place
+            warm = {k: v.detach().cpu().clone() for k, v in res.model.state_dict().items()}
+            state[f"model_round{r}"] = warm
+            state.pop(f"model_round{r - 2}", None)
+            changed = True
+        if changed and rundir is not None:
+            rundir.save_state(seed, state)
         if rundir is not None:
             rundir.append_round(record)
         records.append(record)
@@ -310,6 +264,13 @@ def run_seed(
                 adv_index = torch.cat([adv_index, sel_t[~discard[sel_t]]])
                 adv_images = torch.cat([adv_images, new_adv.cpu()])
     return records
+
+
+def initial_set(config: ExperimentConfig, data: Prepared, seed: int) -> Tensor:
+    """The seed's round-0 labeled set under ``config.initial_set`` (see :func:`initial_labeled`)."""
+    every = config.initial_set == "every-class"
+    return initial_labeled(len(data.pool), config.initial_size, seed, data.ood_mask,
+                           data.pool.labels if every else None)
 
 
 def _mask(n: int, idx: Tensor) -> Tensor:
@@ -422,8 +383,7 @@ def _check_done_rounds(config: ExperimentConfig, data: Prepared, existing: list[
                        where: Path) -> None:
     for seed in sorted({r["seed"] for r in existing}):
         done = sorted((r for r in existing if r["seed"] == seed), key=lambda r: r["round"])
-        check_replay(done, config, len(data.pool), initial_labeled(len(data.pool), config.initial_size, seed)
-                     .tolist(), where)
+        check_replay(done, config, len(data.pool), initial_set(config, data, seed).tolist(), where)
 
 
 def run_experiment(

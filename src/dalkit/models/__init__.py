@@ -6,16 +6,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from dalkit.models.base import DalkitModel
-from dalkit.models.cnn import DigitCNN
+from dalkit.models.cnn import BaselineSmallNet, DigitCNN
 from dalkit.models.mobilenet import MobileNet
 from dalkit.models.resnet import ResNet, resnet18, resnet34
 from dalkit.models.vgg import vgg16
 from dalkit.registry import Registry
 
-__all__ = ["MODELS", "DalkitModel", "DigitCNN", "MobileNet", "ResNet", "create_model"]
+__all__ = ["MODELS", "BaselineSmallNet", "DalkitModel", "DigitCNN", "MobileNet", "ResNet", "create_model"]
 
 MODELS: Registry[Callable[..., DalkitModel]] = Registry("model")
 MODELS.register("cnn")(DigitCNN)
+MODELS.register("smallnet")(BaselineSmallNet)
 MODELS.register("resnet18")(resnet18)
 MODELS.register("resnet34")(resnet34)
 MODELS.register("mobilenet")(MobileNet)

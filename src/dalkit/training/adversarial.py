@@ -36,9 +36,11 @@ def fgsm(model: nn.Module, x: Tensor, y: Tensor, epsilon: float, clip: tuple[flo
     return out
 
 
-def paired_loss(logits: Tensor, logits_adv: Tensor | None, y: Tensor, paired: Tensor | None) -> Tensor:
+def paired_loss(logits: Tensor, logits_adv: Tensor | None, y: Tensor, paired: Tensor | None,
+                class_weight: Tensor | None = None) -> Tensor:
     """Eq. 14 per sample: 0.5 * (L(x, y) + L(H, y)) where a counterpart exists, L(x, y) elsewhere;
-    averaged over the batch.
+    averaged over the batch (with ``class_weight`` [C']: summed with weights w[y_i], the class-balanced
+    loss of the DM2 baselines' code).
 
     Args:
         logits: [B, C] on the clean inputs.
@@ -47,9 +49,10 @@ def paired_loss(logits: Tensor, logits_adv: Tensor | None, y: Tensor, paired: Te
         paired: bool [B] with P True entries, or None.
     """
     loss = F.cross_entropy(logits, y, reduction="none")  # [B]
-    if logits_adv is None or paired is None or logits_adv.shape[0] == 0:
-        return loss.mean()
-    adv = F.cross_entropy(logits_adv, y[paired], reduction="none")  # [P]
-    loss = loss.clone()
-    loss[paired] = 0.5 * (loss[paired] + adv)
+    if logits_adv is not None and paired is not None and logits_adv.shape[0] > 0:
+        adv = F.cross_entropy(logits_adv, y[paired], reduction="none")  # [P]
+        loss = loss.clone()
+        loss[paired] = 0.5 * (loss[paired] + adv)
+    if class_weight is not None:
+        return (loss * class_weight[y]).sum()
     return loss.mean()

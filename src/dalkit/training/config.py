@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from dalkit.checks import check_field_types, short
 from dalkit.errors import ConfigError
 
+CLASS_BALANCE = ("off", "one-batch", "always")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -25,6 +27,11 @@ class TrainConfig:
             (0 disables it; epochs are then exact).
         crop_padding: random-crop padding (0 = no crop); hflip: random horizontal flips.
         eval_batch_size: batch size for inference.
+        class_balance: weight each sample's cross-entropy by 1 / (n_c + 1e-5), n_c its class's count
+            in the labeled set, and sum (the DM2 baselines' code): "off" (default), "one-batch" (only
+            while the labeled set fits in one batch, as that code does) or "always".  The supervised
+            and adversarial recipes honour it; loss prediction and the SSL recipes do not (the
+            reference applies it to neither).
     """
 
     epochs: int = 50
@@ -38,6 +45,7 @@ class TrainConfig:
     crop_padding: int = 0
     hflip: bool = False
     eval_batch_size: int = 1024
+    class_balance: str = "off"
 
     def __post_init__(self) -> None:
         check_field_types(self, "train.")
@@ -51,6 +59,9 @@ class TrainConfig:
         for name in ("weight_decay", "min_steps", "crop_padding"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.class_balance not in CLASS_BALANCE:
+            raise ConfigError(f"train.class_balance must be one of {', '.join(CLASS_BALANCE)}, "
+                              f"got {short(self.class_balance)}")
         if self.lr_decay_at is not None and not 0 < self.lr_decay_at <= 1:
             raise ConfigError(f"train.lr_decay_at must lie in (0, 1], got {self.lr_decay_at}")
 

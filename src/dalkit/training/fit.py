@@ -33,6 +33,8 @@ class Batch:
         step: index of this optimiser step (0-based) in the round.
         epoch, epochs: this batch's epoch (0-based) and the round's number of epochs (schedules inside a
             recipe, e.g. loss prediction detaching its features after 60 % of the epochs).
+        class_weight: per-class loss weights [C'] (``TrainConfig.class_balance``) or None: a recipe that
+            honours them sums w[y_i] * loss_i instead of averaging.
     """
 
     x: Tensor
@@ -47,6 +49,7 @@ class Batch:
     step: int = 0
     epoch: int = 0
     epochs: int = 1
+    class_weight: Tensor | None = None
 
 
 @dataclass
@@ -89,6 +92,14 @@ class _UnlabeledStream:
             self.order = torch.cat([self.order, torch.randperm(n, generator=self.generator)])
         idx, self.order = self.order[:k], self.order[k:]
         return to_float(self.images[idx.to(self.images.device)])
+
+
+def class_weights(labels: Tensor, cfg: TrainConfig) -> Tensor | None:
+    """1 / (n_c + 1e-5) per class of the labeled set when ``cfg.class_balance`` applies, else None
+    ("one-batch": only while the whole labeled set fits in one batch, as the DM2 baselines' code)."""
+    if cfg.class_balance == "off" or (cfg.class_balance == "one-batch" and len(labels) > cfg.batch_size):
+        return None
+    return 1.0 / (torch.bincount(labels.cpu()).double() + 1e-5)
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -151,6 +162,8 @@ def fit(
     adv = data.adv_images.to(device) if data.adv_images is not None else None
     paired = data.paired.to(device) if data.paired is not None else None
     augment = cfg.crop_padding > 0 or cfg.hflip
+    weights = class_weights(data.labels, cfg)
+    weights = weights.float().to(device) if weights is not None else None
     model.train()
     last_loss, steps = 0.0, 0
     for epoch in tqdm(range(epochs), desc=desc, disable=not progress, leave=False):
@@ -169,7 +182,7 @@ def fit(
             u = stream.take(unlabeled_ratio * len(idx)) if stream is not None else None
             batch = Batch(x, labels[idx], x_adv, paired[idx] if paired is not None else None, x_raw=x_raw,
                           idx=idx, num_labeled=n, u=u, generator=generator, step=steps, epoch=epoch,
-                          epochs=epochs)
+                          epochs=epochs, class_weight=weights)
             loss = step(model, batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -11,7 +11,11 @@ from dalkit.training.fit import Batch, StepFn
 
 
 def supervised_step(model: nn.Module, batch: Batch) -> Tensor:
-    """Plain cross-entropy on the labeled batch (Eq. 1)."""
+    """Plain cross-entropy on the labeled batch (Eq. 1); with ``batch.class_weight`` the class-balanced
+    sum sum_i w[y_i] CE_i of the DM2 baselines' code."""
+    if batch.class_weight is not None:
+        ce = F.cross_entropy(model(batch.x), batch.y, reduction="none")
+        return (ce * batch.class_weight[batch.y]).sum()
     return F.cross_entropy(model(batch.x), batch.y)
 
 
@@ -35,6 +39,6 @@ def adversarial_pair_step(regenerate: bool = False, epsilon: float = 0.03) -> St
         # one forward over the clean batch and the P counterparts: BatchNorm sees both
         logits = model(torch.cat([batch.x, x_adv]))
         clean, adv = logits[: batch.x.shape[0]], logits[batch.x.shape[0]:]
-        return paired_loss(clean, adv, batch.y, paired)
+        return paired_loss(clean, adv, batch.y, paired, batch.class_weight)
 
     return step
