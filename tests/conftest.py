@@ -89,14 +89,83 @@ def digits_model_lp(digits: DataSplits) -> DalkitModel:
     return model.eval()
 
 
+# The three kinds of model the contract suite and the selection oracles run every strategy with:
+# dalkit's own CNN, a plain nn.Sequential and a user module with its own BatchNorm and dropout (both
+# wrapped by dalkit.models.adapter.ModelAdapter, as QueryContext and the runner do).
+MODEL_KINDS = ("dalkit", "sequential", "user-bn")
+
+
+class UserBNNet(torch.nn.Module):
+    """A user's own classifier for 8x8 grey digits: conv + BatchNorm2d, a BatchNorm1d hidden layer and
+    its own dropout before the final nn.Linear (nothing dalkit-specific)."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.features = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                      nn.MaxPool2d(2))
+        self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(8 * 4 * 4, 32), nn.BatchNorm1d(32), nn.ReLU())
+        self.drop = nn.Dropout(0.25)
+        self.out = nn.Linear(32, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.drop(self.hidden(self.features(x))))
+
+
+def user_net(kind: str) -> torch.nn.Module:
+    """A fresh (seeded) user network of ``kind`` ("sequential" or "user-bn") for 8x8 digits."""
+    torch.manual_seed(0)
+    if kind == "sequential":
+        nn = torch.nn
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, 48), nn.ReLU(), nn.Dropout(0.3), nn.Linear(48, 10))
+    if kind == "user-bn":
+        return UserBNNet()
+    raise ValueError(kind)
+
+
+def train_user_model(data: ImageDataset, idx: torch.Tensor, kind: str, recipe_name: str = "supervised",
+                     epochs: int = 8) -> torch.nn.Module:
+    """A user network of ``kind`` adapted and trained (seeded) by dalkit's fit() with a recipe; eval mode."""
+    from dalkit.models import adapt_model
+    from dalkit.training import create_recipe, prepare_model
+
+    recipe = create_recipe(recipe_name)
+    model = adapt_model(user_net(kind), data.images[:2].float() / 255)
+    model = prepare_model(recipe, model, data.image_shape)
+    fit(model, TrainSet(data.images[idx], data.labels[idx]), recipe.step(),
+        TrainConfig(epochs=epochs, batch_size=64), torch.Generator().manual_seed(0))
+    return model.eval()
+
+
 @pytest.fixture(scope="session")
-def model_for(digits_model_lp: DalkitModel) -> Callable[[str], DalkitModel | None]:
-    """The model a strategy's contract test queries: one with a loss-prediction module for strategies
-    that require that recipe (``requires_recipe``), else None (the shared ``digits_model``)."""
+def user_models(digits: DataSplits) -> Callable[[str, bool], torch.nn.Module]:
+    """``get(kind, loss_prediction)``: a user model trained on the 400 digits of ``digits_model``
+    (built once per session and kind)."""
+    cache: dict[tuple[str, bool], torch.nn.Module] = {}
+    idx = torch.randperm(len(digits.train), generator=torch.Generator().manual_seed(1))[:400]
+
+    def get(kind: str, loss_prediction: bool = False) -> torch.nn.Module:
+        key = (kind, loss_prediction)
+        if key not in cache:
+            cache[key] = train_user_model(digits.train, idx, kind,
+                                          "loss-prediction" if loss_prediction else "supervised")
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def model_for(digits_model_lp: DalkitModel, user_models) -> Callable[..., torch.nn.Module | None]:
+    """The model a strategy's contract test queries, of a kind in MODEL_KINDS: one with a loss-prediction
+    module for strategies that require that recipe (``requires_recipe``); for dalkit's kind, None means
+    the shared ``digits_model``."""
     from dalkit.strategies import STRATEGIES
 
-    def pick(name: str) -> DalkitModel | None:
-        return digits_model_lp if getattr(STRATEGIES.get(name), "requires_recipe", ()) else None
+    def pick(name: str, kind: str = "dalkit") -> torch.nn.Module | None:
+        needs_lp = bool(getattr(STRATEGIES.get(name), "requires_recipe", ()))
+        if kind == "dalkit":
+            return digits_model_lp if needs_lp else None
+        return user_models(kind, needs_lp)
 
     return pick
 

@@ -1,6 +1,8 @@
 """The strategy contract, for every registered strategy (strategies added later are covered too).
 
-Each strategy is built with its default options and queried on a 300-sample pool of real digits.
+Each strategy is built with its default options and queried on a 300-sample pool of real digits, with
+each of three models (conftest.MODEL_KINDS): dalkit's CNN, a plain nn.Sequential and a user module with
+its own BatchNorm and dropout (the last two through the model adapter).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dalkit.errors import BudgetError
 from dalkit.strategies import STRATEGIES, create_strategy, query
 
 NAMES = STRATEGIES.names()
+KINDS = ("dalkit", "sequential", "user-bn")  # conftest.MODEL_KINDS
 
 
 def check_selection(ctx, idx: torch.Tensor, budget: int) -> None:
@@ -27,9 +30,10 @@ def test_registry_is_not_empty():
     assert {"random", "entropy", "least-confidence", "margin", "dm2"} <= set(NAMES)
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("name", NAMES)
-def test_returns_budget_unique_unlabeled_indices(name, make_context, model_for):
-    ctx = make_context(extra_labeled=30, model=model_for(name))
+def test_returns_budget_unique_unlabeled_indices(name, kind, make_context, model_for):
+    ctx = make_context(extra_labeled=30, model=model_for(name, kind))
     params = [p.detach().clone() for p in ctx.model.parameters()]
     sel = query(create_strategy(name), ctx, 17)
     check_selection(ctx, sel.indices, 17)
@@ -40,12 +44,13 @@ def test_returns_budget_unique_unlabeled_indices(name, make_context, model_for):
         assert torch.equal(before, after)
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("name", NAMES)
-def test_deterministic_for_the_same_generator_seed(name, make_context, model_for):
+def test_deterministic_for_the_same_generator_seed(name, kind, make_context, model_for):
     # different global seeds: only the context's generator may drive the choice
     torch.manual_seed(1)
     np.random.seed(1)
-    model = model_for(name)
+    model = model_for(name, kind)
     a = query(create_strategy(name), make_context(seed=7, extra_labeled=30, model=model), 23).indices
     torch.manual_seed(2)
     np.random.seed(2)
@@ -53,26 +58,29 @@ def test_deterministic_for_the_same_generator_seed(name, make_context, model_for
     assert a.tolist() == b.tolist()
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("name", NAMES)
-def test_budget_error_for_bad_budgets(name, make_context, model_for):
-    ctx = make_context(extra_labeled=30, model=model_for(name))
+def test_budget_error_for_bad_budgets(name, kind, make_context, model_for):
+    ctx = make_context(extra_labeled=30, model=model_for(name, kind))
     strategy = create_strategy(name)
     for budget in (ctx.n_unlabeled + 1, 0, -5):
         with pytest.raises(BudgetError):
             query(strategy, ctx, budget)
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("name", NAMES)
-def test_budget_equal_to_the_unlabeled_pool(name, make_context, model_for):
-    ctx = make_context(pool_size=120, extra_labeled=20, model=model_for(name))
+def test_budget_equal_to_the_unlabeled_pool(name, kind, make_context, model_for):
+    ctx = make_context(pool_size=120, extra_labeled=20, model=model_for(name, kind))
     sel = query(create_strategy(name), ctx, ctx.n_unlabeled)
     check_selection(ctx, sel.indices, ctx.n_unlabeled)
     assert sorted(sel.indices.tolist()) == ctx.unlabeled_idx.tolist()
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("name", NAMES)
-def test_one_labeled_sample_per_class(name, make_context, model_for):
-    ctx = make_context(per_class=1, model=model_for(name))
+def test_one_labeled_sample_per_class(name, kind, make_context, model_for):
+    ctx = make_context(per_class=1, model=model_for(name, kind))
     assert ctx.labeled_idx.numel() == 10
     assert sorted(ctx.labeled_labels.tolist()) == list(range(10))
     sel = query(create_strategy(name), ctx, 20)

@@ -143,11 +143,15 @@ def test_every_registered_strategy_has_an_oracle_or_a_reason():
     assert not missing, f"add a naive-score oracle (ORACLES) or a reason (NOT_SCORE_BASED) for {missing}"
 
 
+@pytest.mark.parametrize("kind", ["dalkit", "sequential", "user-bn"])  # conftest.MODEL_KINDS
 @pytest.mark.parametrize("name", sorted(ORACLES))
 @pytest.mark.parametrize("seed", [0, 1])
-def test_selection_is_the_top_k_of_a_naive_score(name, seed, make_context):
+def test_selection_is_the_top_k_of_a_naive_score(name, seed, kind, make_context, model_for):
+    """Also with a plain nn.Sequential and a user module with BatchNorm and dropout (through the model
+    adapter): the naive scores read the adapter's embed()/classifier, which tests/test_own_model.py
+    checks against the user's own layers."""
     options, naive, *rest = ORACLES[name]
-    ctx_options = {"seed": seed, "per_class": 2, **(rest[0] if rest else {})}
+    ctx_options = {"seed": seed, "per_class": 2, "model": model_for(name, kind), **(rest[0] if rest else {})}
     ctx = make_context(**ctx_options)
     budget = 15
     sel = query(create_strategy(name, **options), ctx, budget)

@@ -87,7 +87,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.out is not None and not args.out.strip():
         raise ConfigError("--out expects a directory, got an empty string")
     for field, pairs, flag in (("strategy_options", args.option, "--option"),
-                               ("recipe_options", args.recipe_option, "--recipe-option")):
+                               ("recipe_options", args.recipe_option, "--recipe-option"),
+                               ("model_options", args.model_option, "--model-option")):
         base = values.get(field) or {}
         if not isinstance(base, dict):
             raise ConfigError(f"{field} must be a mapping of option: value, got {short(base)}")
@@ -221,7 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run or resume experiments")
     r.add_argument("config", nargs="?", help="YAML config (flags override its fields)")
     r.add_argument("--dataset")
-    r.add_argument("--model")
+    r.add_argument("--model", help="registered model (cnn, resnet18, features, ...) or your own: "
+                                    "package.module:builder")
+    r.add_argument("--model-option", action="append", metavar="KEY=VALUE",
+                   help="model option (repeatable): features hidden=/depth=; your builder's keywords, "
+                        "embedding_layer=, stages=")
     r.add_argument("--method", help="method name, or a comma-separated list")
     r.add_argument("--initial-size", type=int)
     r.add_argument("--budget", type=int)
@@ -240,7 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--recipe-option", action="append", metavar="KEY=VALUE", help="recipe option")
     r.add_argument("--subset", type=lambda v: int(v) if v.strip().isdigit() else v, metavar="R",
                    help="score a random R of the unlabeled pool each round ('full': all of it)")
-    r.add_argument("--features", help=".npy features for strategies with an embedding source")
+    r.add_argument("--features", help="with --model features: your embeddings, the model's inputs (.npy "
+                                       "[N_train, D] or .npz with train/test); otherwise .npy features for "
+                                       "strategies with source=features")
     r.add_argument("--device")
     r.add_argument("--preset", help="named protocol preset, e.g. dm2-paper (explicit values win)")
     r.add_argument("--test-corruptions", metavar="NAME:SEV,...",

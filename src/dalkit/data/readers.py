@@ -414,6 +414,22 @@ def read_image_folder(
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
+def _npz_float_pool(x: np.ndarray, path: Path, key: str) -> np.ndarray:
+    """float32 [N, ...] kept as it is (a float pool: embeddings, tabular rows, normalised images)."""
+    if x.dtype.kind not in "biuf" or x.dtype.kind == "b":
+        raise DatasetFormatError(f"{path}: {key} must be a numeric array, got {x.dtype}")
+    if x.ndim < 2:
+        raise DatasetFormatError(f"{path}: {key} must be [N, D] or [N, ...] (one row per sample), got "
+                                 f"shape {x.shape}")
+    out = np.ascontiguousarray(x, dtype=np.float32)
+    finite = np.isfinite(out.reshape(out.shape[0], -1)).all(1)
+    if not finite.all():
+        rows = np.flatnonzero(~finite)
+        raise DatasetFormatError(f"{path}: {key} holds NaN or inf in {rows.size} rows (first: "
+                                 f"{', '.join(map(str, rows[:5]))})")
+    return out
+
+
 def _npz_images(x: np.ndarray, path: Path, key: str) -> np.ndarray:
     """uint8 [N, C, H, W] from uint8/integer/float arrays laid out N×H×W, NHWC or NCHW."""
     if x.ndim == 3:
@@ -461,10 +477,13 @@ def _npz_labels(y: np.ndarray, n: int, path: Path, key: str) -> np.ndarray:
 def read_npz(path: Path, name: str = "npz") -> tuple[ImageDataset, ImageDataset]:
     """Read the train and test splits from one ``.npz`` file.
 
-    Arrays: ``x_train``, ``y_train``, ``x_test``, ``y_test`` and optionally ``classes`` (strings).
-    Images may be uint8, integer in [0, 255], or float in [0, 1] or [0, 255] (rounded; NaN/inf
-    refused), laid out [N, H, W], [N, H, W, C] or [N, C, H, W] with C = 1 or 3.  Labels are class
-    indices [N] (or [N, 1]); without ``classes`` the names are "0", "1", ... up to the largest label.
+    Arrays: ``x_train``, ``y_train``, ``x_test``, ``y_test`` and optionally ``classes`` (strings) and
+    ``kind`` (a string: ``"images"`` or ``"float"``).  Images may be uint8, integer in [0, 255], or
+    float in [0, 1] or [0, 255] (rounded; NaN/inf refused), laid out [N, H, W], [N, H, W, C] or
+    [N, C, H, W] with C = 1 or 3.  A *float pool* keeps its values as float32 of any shape [N, ...]:
+    every 2-D ``x`` ([N, D]: embeddings, tabular rows) is one, and ``kind="float"`` makes any ``x`` one
+    (e.g. standardised images [N, C, H, W], token embeddings [N, T, D]).  Labels are class indices [N]
+    (or [N, 1]); without ``classes`` the names are "0", "1", ... up to the largest label.
 
     Returns:
         (train, test) ImageDatasets.
@@ -488,7 +507,7 @@ def read_npz(path: Path, name: str = "npz") -> tuple[ImageDataset, ImageDataset]
             missing = [k for k in NPZ_KEYS if k not in npz.files]
             if missing:
                 raise DatasetFormatError(f"{path}: missing arrays {missing} (has {sorted(npz.files)})")
-            arrays = {k: npz[k] for k in (*NPZ_KEYS, "classes") if k in npz.files}
+            arrays = {k: npz[k] for k in (*NPZ_KEYS, "classes", "kind") if k in npz.files}
     except DatasetFormatError:
         raise
     except ValueError as exc:
@@ -500,14 +519,20 @@ def read_npz(path: Path, name: str = "npz") -> tuple[ImageDataset, ImageDataset]
         raise DatasetFormatError(f"{path}: not a readable .npz file ({exc})") from None
     except (OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
         raise DatasetFormatError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})") from None
+    kind = str(arrays["kind"]) if "kind" in arrays else None
+    if kind not in (None, "images", "float"):
+        raise DatasetFormatError(f"{path}: kind must be 'images' or 'float', got {kind[:40]!r}")
+    as_float = kind == "float" or (kind is None and arrays["x_train"].ndim == 2)
     splits = {}
     for split in ("train", "test"):
-        x = _npz_images(arrays[f"x_{split}"], path, f"x_{split}")
+        key = f"x_{split}"
+        x = _npz_float_pool(arrays[key], path, key) if as_float else _npz_images(arrays[key], path, key)
         splits[split] = (x, _npz_labels(arrays[f"y_{split}"], x.shape[0], path, f"y_{split}"))
     if splits["train"][0].shape[1:] != splits["test"][0].shape[1:]:
+        what = "samples" if as_float else "images"
         raise DatasetFormatError(
-            f"{path}: train images are {splits['train'][0].shape[1:]} (C, H, W) but test images are "
-            f"{splits['test'][0].shape[1:]}"
+            f"{path}: train {what} are {splits['train'][0].shape[1:]} ({'...' if as_float else 'C, H, W'})"
+            f" but test {what} are {splits['test'][0].shape[1:]}"
         )
     top = max((int(y.max()) for _, y in splits.values() if y.size), default=0)
     if "classes" in arrays:

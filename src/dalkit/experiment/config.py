@@ -16,7 +16,7 @@ from dalkit.errors import ConfigError
 from dalkit.experiment.methods import resolve_method
 from dalkit.experiment.presets import apply_preset
 from dalkit.experiment.robustness import check_robustness_fields
-from dalkit.models import MODELS
+from dalkit.models import check_model_name
 from dalkit.training.config import TrainConfig
 
 INITIAL_SETS = ("random", "every-class")
@@ -29,7 +29,12 @@ class ExperimentConfig:
 
     Attributes:
         dataset: registered dataset name (``dalkit datasets``).
-        model: registered model name.
+        model: registered model name (``cnn``, ``resnet18``, ..., ``features``: an MLP head on the
+            ``features_path`` array), or a Python import path ``package.module:builder`` to a function
+            or class returning your own ``nn.Module`` (logits [B, C]; see
+            :func:`dalkit.models.build_model`).
+        model_options: keyword options of the model: ``features`` takes ``hidden`` and ``depth``; a
+            builder takes its own keywords, plus ``embedding_layer`` / ``stages`` for the adapter.
         method: a strategy name or a strategy+recipe method such as ``dm2-at``.
         initial_size: labeled samples at round 0 (random, the same for every method under a seed).
         budget: samples labeled per round.
@@ -42,7 +47,13 @@ class ExperimentConfig:
         recipe: override the method's training recipe ("supervised", "adversarial").
         model_dropout: embedding dropout (None: the model's default).
         data_root: where dataset files live (None: $DALKIT_DATA or ./data).
-        features_path: .npy of per-pool-sample features for strategies with an embedding source.
+        features_path: with ``model: features``, the model's inputs (without it, the dataset's own
+            samples must be feature rows [N, D], e.g. ``dataset: npz`` with 2-D ``x_train``): a ``.npy``
+            [N_train, D] (one row
+            per training sample of ``dataset``; a seeded ``test_size`` of the rows, default 20 % up to
+            10,000, is held out as the test set) or a ``.npz`` with ``train`` [N_train, D] and ``test``
+            [N_test, D]; labels come from ``dataset``.  With any other model: a ``.npy`` of per-pool-
+            sample features for strategies whose ``source`` option is ``features``.
         device: "cpu", "cuda" or "auto".
         test_corruptions: corrupted copies of the test split evaluated every round, as
             ``"name:severity"`` strings, ``{name, severity}`` mappings, ``"all:3"`` or ``"all"``
@@ -82,6 +93,7 @@ class ExperimentConfig:
     recipe_options: dict[str, Any] = field(default_factory=dict)
     recipe: str | None = None
     model_dropout: float | None = None
+    model_options: dict[str, Any] = field(default_factory=dict)
     data_root: str | None = None
     features_path: str | None = None
     device: str = "auto"
@@ -104,7 +116,7 @@ class ExperimentConfig:
         if self.retrain not in RETRAIN:
             raise ConfigError(f"retrain must be one of {', '.join(RETRAIN)}, got {short(self.retrain)}")
         DATASETS.get(self.dataset)
-        MODELS.get(self.model)
+        check_model_name(self.model)
         resolve_method(self.method)
         check_field_types(self)
         for name in ("initial_size", "budget"):
@@ -129,7 +141,7 @@ class ExperimentConfig:
             raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {short(self.device)}")
         if self.model_dropout is not None and not 0 <= self.model_dropout < 1:
             raise ConfigError(f"model_dropout must lie in [0, 1), got {self.model_dropout}")
-        for name in ("strategy_options", "recipe_options"):
+        for name in ("strategy_options", "recipe_options", "model_options"):
             if not isinstance(getattr(self, name), dict):
                 raise ConfigError(f"{name} must be a mapping, got {short(getattr(self, name))}")
         if self.pool_size is not None and self.initial_size + self.rounds * self.budget > self.pool_size:

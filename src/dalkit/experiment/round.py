@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from dalkit.data import to_float
 from dalkit.errors import BudgetError
-from dalkit.models import create_model
+from dalkit.models import build_model
 from dalkit.strategies import QueryContext, query
 from dalkit.training import TrainConfig, TrainSet, fit, prepare_model
 
@@ -91,17 +91,30 @@ def draw_candidates(
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """How a round builds its fresh model: a registered name plus the data-dependent arguments."""
+    """How a round builds its fresh model: a registered name (or a user's ``package.module:builder``)
+    plus the data-dependent arguments (:func:`dalkit.models.build_model`).
+
+    Attributes:
+        options: model options (``features``: hidden, depth; a builder's keywords, ``embedding_layer``,
+            ``stages``).
+        float_pool: the pool holds float values, not uint8 images (no [0, 1] clipping for FGSM).
+    """
 
     name: str
     num_classes: int
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     dropout: float | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    float_pool: bool = False
 
-    def build(self, image_shape: Sequence[int]) -> nn.Module:
-        return create_model(self.name, image_shape[0], self.num_classes, self.mean, self.std, self.dropout,
-                            image_size=image_shape[-1])
+    def build(self, image_shape: Sequence[int], example: Tensor | None = None) -> nn.Module:
+        """A fresh model for samples of ``image_shape``; ``example`` (a few model inputs) is what a user's
+        model is probed with (zeros when None)."""
+        if example is None:
+            example = torch.zeros(2, *image_shape)
+        return build_model(self.name, tuple(image_shape), self.num_classes, example, self.mean, self.std,
+                           self.dropout, self.options, self.float_pool)
 
 
 @dataclass
@@ -150,7 +163,8 @@ def train_round(
     """Train a freshly initialised model on ``images[train_idx]`` (labels ``labels[train_idx]``).
 
     Args:
-        images: uint8 pool [N, C, H, W]; labels: [N] (only ``train_idx`` rows are read).
+        images: the pool, uint8 images [N, C, H, W] or a float pool [N, ...]; labels: [N] (only
+            ``train_idx`` rows are read).
         train_idx: pool indices trained on [M].
         adv_index, adv_images: pool indices (a subset of ``train_idx``) with fixed counterparts, and those
             counterparts, aligned [P, C, H, W] (DM2-AT); None for none.
@@ -162,7 +176,7 @@ def train_round(
     """
     image_shape = tuple(images.shape[1:])
     torch.manual_seed(derive_seed(seed, r, 1))  # model init + dropout in training
-    model = model_spec.build(image_shape).to(device)
+    model = model_spec.build(image_shape, to_float(images[:2])).to(device)
     model = prepare_model(recipe, model, image_shape)  # e.g. attaches a loss-prediction module
     if init_state is not None:
         model.load_state_dict(init_state)

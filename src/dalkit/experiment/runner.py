@@ -33,9 +33,8 @@ from dalkit.experiment.round import (  # noqa: F401  (re-exported: callers impor
 )
 from dalkit.experiment.rundir import RunDirectory, check_replay
 from dalkit.files import atomic_write_text
-from dalkit.models import create_model
 from dalkit.strategies import create_strategy
-from dalkit.training import TrainConfig, accuracy, create_recipe
+from dalkit.training import TrainConfig, accuracy, create_recipe, prepare_model
 from dalkit.training.robust import robust_metrics
 
 log = logging.getLogger("dalkit")
@@ -73,7 +72,14 @@ def prepare_data(config: ExperimentConfig, splits: DataSplits | None = None) -> 
     """
     spec = DATASETS.get(config.dataset)
     splits = splits or load_dataset(config.dataset, config.data_root)
+    if config.model == "features" and config.features_path:  # the user's embeddings are the pool
+        splits = feature_splits(config, splits)
     pool, test = splits.train, splits.test
+    if config.model == "features" and (not pool.is_float or len(pool.image_shape) != 1):
+        raise ConfigError(f"model 'features' trains on feature rows [N, D]; the {config.dataset} samples are "
+                          f"{pool.images.dtype} {tuple(pool.image_shape)}: give your embeddings with "
+                          "--features FILE (.npy [N_train, D], or .npz with train and test) or use a dataset "
+                          "of rows (dataset: npz with a 2-D x_train)")
     for name, size, split in (("pool_size", config.pool_size, pool), ("test_size", config.test_size, test)):
         if size is not None and size > len(split):
             raise ConfigError(f"{name} {size} is larger than the {config.dataset} split of {len(split)} "
@@ -104,8 +110,11 @@ def prepare_data(config: ExperimentConfig, splits: DataSplits | None = None) -> 
     if isinstance(subset, int) and subset > len(pool):
         raise BudgetError(f"subset {subset} exceeds the pool of {len(pool)} samples; lower subset or use "
                           "subset: full")
+    check_pool_kind(config, pool)
     features = None
-    if config.features_path:
+    if config.model == "features":
+        features = pool.images  # strategies with source=features read the model's own inputs
+    elif config.features_path:
         features = load_features(config.features_path, len(splits.train))
         if config.pool_size is not None and config.pool_size < len(splits.train):
             g2 = torch.Generator().manual_seed(_POOL_SEED)
@@ -116,28 +125,125 @@ def prepare_data(config: ExperimentConfig, splits: DataSplits | None = None) -> 
                     ood_mask, corrupted_test_sets(config, test))
 
 
+def _check_feature_array(arr: Any, path: str | Path, n_rows: int, what: str = "N_train") -> Tensor:
+    """float32 [n_rows, D] from a loaded array, or DatasetFormatError naming what is wrong."""
+    if arr.dtype.kind not in "biuf":
+        raise DatasetFormatError(f"features {path} must hold numbers, got dtype {arr.dtype}")
+    if arr.ndim != 2 or arr.shape[0] != n_rows or arr.shape[1] == 0:
+        raise DatasetFormatError(f"features {path} must be [{what}={n_rows}, D >= 1] (one row per sample), "
+                                 f"got {arr.shape}")
+    finite = np.isfinite(arr).all(axis=1)
+    if not finite.all():
+        rows = np.flatnonzero(~finite)
+        raise DatasetFormatError(f"features {path} contain NaN or inf in {rows.size} rows (first: "
+                                 f"{', '.join(map(str, rows[:5]))})")
+    return torch.from_numpy(arr.astype(np.float32, copy=False))
+
+
+def _load_array(path: str | Path) -> Any:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else short(str(exc))[1:-1]
+        raise DatasetFormatError(f"cannot read features {path}: {reason}") from None
+
+
 def load_features(path: str | Path, n_rows: int) -> Tensor:
     """A float [n_rows, D] features array from a ``.npy`` file.
 
     Raises:
         DatasetFormatError: unreadable, not a plain numeric .npy array, wrong shape, or not finite.
     """
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else short(str(exc))[1:-1]
-        raise DatasetFormatError(f"cannot read features {path}: {reason}") from None
+    arr = _load_array(path)
     if not isinstance(arr, np.ndarray):  # an .npz archive
         if hasattr(arr, "close"):
             arr.close()
         raise DatasetFormatError(f"features {path} must be one .npy array, not an .npz archive")
-    if arr.dtype.kind not in "biuf":
-        raise DatasetFormatError(f"features {path} must hold numbers, got dtype {arr.dtype}")
-    if arr.ndim != 2 or arr.shape[0] != n_rows or arr.shape[1] == 0:
-        raise DatasetFormatError(f"features {path} must be [N_train={n_rows}, D >= 1], got {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise DatasetFormatError(f"features {path} contain NaN or inf")
-    return torch.from_numpy(arr.astype(np.float32, copy=False))
+    return _check_feature_array(arr, path, n_rows)
+
+
+FEATURE_TEST_FRACTION, FEATURE_TEST_MAX = 0.2, 10_000  # the held-out test rows of a .npy feature pool
+
+
+def feature_splits(config: ExperimentConfig, splits: DataSplits) -> DataSplits:
+    """The ``features`` model's data: the user's embeddings as float pools, labels from the dataset.
+
+    ``.npz`` with ``train`` [N_train, D] and ``test`` [N_test, D]: rows aligned with the dataset's
+    splits.  ``.npy`` [N_train, D]: rows aligned with the training split; a seeded ``test_size`` of them
+    (default 20 %, at most 10,000) is held out as the test set and the rest are the pool.
+
+    Raises:
+        DatasetFormatError: unreadable file, wrong keys, rows or shape, NaN/inf rows.
+    """
+    path = config.features_path
+    train, test = splits.train, splits.test
+    arr = _load_array(path)
+    if isinstance(arr, np.ndarray):
+        x = _check_feature_array(arr, path, len(train))
+        n_test = config.test_size or min(FEATURE_TEST_MAX, max(1, int(FEATURE_TEST_FRACTION * len(train))))
+        if n_test >= len(train):
+            raise ConfigError(f"test_size {n_test} leaves no pool rows of the {len(train)} in {path}")
+        perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(_POOL_SEED + 1))
+        test_rows, pool_rows = perm[:n_test].sort().values, perm[n_test:].sort().values
+        name = f"{train.name}-features"
+        return DataSplits(ImageDataset(x[pool_rows], train.labels[pool_rows], train.classes, name),
+                          ImageDataset(x[test_rows], train.labels[test_rows], train.classes, name))
+    with arr:
+        missing = [k for k in ("train", "test") if k not in arr.files]
+        if missing:
+            raise DatasetFormatError(f"features {path} must hold arrays 'train' and 'test' (missing "
+                                     f"{missing}; has {sorted(arr.files)[:8]})")
+        parts = {k: arr[k] for k in ("train", "test")}
+    x_train = _check_feature_array(parts["train"], f"{path} (train)", len(train))
+    x_test = _check_feature_array(parts["test"], f"{path} (test)", len(test), "N_test")
+    if x_train.shape[1] != x_test.shape[1]:
+        raise DatasetFormatError(f"features {path}: train rows have {x_train.shape[1]} values but test rows "
+                                 f"{x_test.shape[1]}")
+    name = f"{train.name}-features"
+    return DataSplits(ImageDataset(x_train, train.labels, train.classes, name),
+                      ImageDataset(x_test, test.labels, test.classes, name))
+
+
+def check_pool_kind(config: ExperimentConfig, pool: ImageDataset) -> None:
+    """Refuse settings that only make sense for uint8 image pools when the pool is a float pool.
+
+    Raises:
+        ConfigError: names the setting.
+    """
+    if not pool.is_float:
+        return
+    what = "a float pool (embeddings or float arrays)"
+    if config.test_corruptions or config.attack_epsilon is not None:
+        raise ConfigError("test_corruptions and attack_epsilon act on image pixels in [0, 1]; "
+                          f"the data is {what}")
+    if config.open_set_fraction > 0:
+        raise ConfigError(f"open_set_fraction adds out-of-distribution images; the data is {what}")
+    cfg = config.train
+    if cfg is not None and (cfg.crop_padding or cfg.hflip):
+        raise ConfigError(f"train.crop_padding and train.hflip augment images; the data is {what}")
+    ratio = int(getattr(_recipe_for(config), "unlabeled_ratio", 0))
+    if ratio:
+        raise ConfigError("the semi-supervised recipes augment images (RandAugment, flips); "
+                          f"the data is {what}")
+
+
+def model_spec_for(config: ExperimentConfig, data: Prepared) -> ModelSpec:
+    """How every round of ``config`` builds its fresh model (a registered model or the user's builder,
+    adapted) on the prepared pool."""
+    return ModelSpec(config.model, data.pool.num_classes, data.mean, data.std, config.model_dropout,
+                     dict(config.model_options), data.pool.is_float)
+
+
+def build_round_model(config: ExperimentConfig, data: Prepared,
+                      device: torch.device | str = "cpu") -> torch.nn.Module:
+    """A fresh model for ``config`` on the prepared pool, on ``device``.  Seed the global RNG first: it
+    initialises the weights.
+
+    Raises:
+        ConfigError: the model cannot be built or adapted for these data.
+    """
+    pool = data.pool
+    return model_spec_for(config, data).build(pool.image_shape, to_float(pool.images[:2])).to(device)
 
 
 def _recipe_for(config: ExperimentConfig):
@@ -202,7 +308,8 @@ def run_seed(
         if warm is None:
             raise RunDirectoryError(f"seed {seed}: the weights of round {start_round - 1} are missing from "
                                     "the run's state, so retrain: continue cannot resume; use a new folder")
-    model_spec = ModelSpec(config.model, pool.num_classes, data.mean, data.std, config.model_dropout)
+    model_spec = model_spec_for(config, data)
+
     def evaluate(model: torch.nn.Module) -> tuple[float, dict[str, float], float]:
         acc = accuracy(model, data.test.images, data.test.labels, data.train_cfg.eval_batch_size, device)
         t0 = time.perf_counter()
@@ -335,6 +442,8 @@ def _check_features(config: ExperimentConfig, resolved: dict[str, Any], data: Pr
     """A strategy reads user features iff its ``source`` option is "features"."""
     name = resolved["strategy"]["name"]
     reads = resolved["strategy"].get("source") == "features"
+    if config.model == "features":  # the features are the model's inputs; any strategy may run
+        return
     if reads and data.features is None:
         raise ConfigError(f"strategy {name!r} with source='features' needs a features array "
                           "(--features FILE.npy or features_path)")
@@ -345,13 +454,17 @@ def _check_features(config: ExperimentConfig, resolved: dict[str, Any], data: Pr
 
 def _probe_model(config: ExperimentConfig, data: Prepared) -> None:
     """Build the model and run one image through it, so a shape the model cannot take (non-square or
-    too-small images) is refused before anything is written."""
+    too-small images) is refused before anything is written; a user's model is probed by its adapter
+    (a final nn.Linear, logits [B, C], the number of classes)."""
     pool = data.pool
     try:
-        model = create_model(config.model, pool.image_shape[0], pool.num_classes, data.mean, data.std,
-                             config.model_dropout, image_size=pool.image_shape[-1]).eval()
-        with torch.inference_mode():
-            model(to_float(pool.images[:1]))
+        with torch.random.fork_rng(devices=[]):  # the caller's random stream is left as it was
+            model = build_round_model(config, data).eval()
+            with torch.inference_mode():
+                model(to_float(pool.images[:1]))
+            prepare_model(_recipe_for(config), model, pool.image_shape)  # sizes a loss-prediction module
+    except ConfigError:
+        raise
     except (RuntimeError, ValueError) as exc:
         raise ConfigError(f"model {config.model!r} cannot take {config.dataset} images of shape "
                           f"{tuple(pool.image_shape)}: {short(str(exc).splitlines()[0])[1:-1]}") from None

@@ -90,9 +90,20 @@ class DalkitModel(nn.Module):
         Returns:
             logits [K, B, C].
         """
-        p = self.dropout_p if p is None else p
-        if p <= 0:
-            raise ValueError("MC dropout needs a dropout probability > 0 (model dropout is 0; pass p)")
-        keep = torch.rand((k, *embedding.shape), generator=generator).to(embedding.device) >= p
-        dropped = embedding.unsqueeze(0) * keep / (1.0 - p)  # [K, B, D]
-        return self.classifier(dropped)
+        return mc_logits(self.classifier, embedding, k, self.dropout_p if p is None else p, generator)
+
+
+def mc_logits(classifier: nn.Module, embedding: Tensor, k: int, p: float,
+              generator: torch.Generator | None = None) -> Tensor:
+    """K dropout samples of ``classifier`` on fixed embeddings [B, D] -> logits [K, B, C], in one batched
+    op: masks kept where a uniform draw >= p, inverted-dropout rescale 1 / (1 - p).  Shared by dalkit's
+    models and :class:`dalkit.models.adapter.ModelAdapter`.
+
+    Raises:
+        ValueError: p <= 0.
+    """
+    if p <= 0:
+        raise ValueError("MC dropout needs a dropout probability > 0 (model dropout is 0; pass p)")
+    keep = torch.rand((k, *embedding.shape), generator=generator).to(embedding.device) >= p
+    dropped = embedding.unsqueeze(0) * keep / (1.0 - p)  # [K, B, D]
+    return classifier(dropped)

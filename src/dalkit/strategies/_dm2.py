@@ -33,10 +33,11 @@ def mix_group(x: Tensor, neighbours: Tensor, w: Tensor, lam: float | Tensor) -> 
     """Eq. 7: x_hat = lam * x + (1 - lam) * sum_j w_j x_j.
 
     Args:
-        x: anchors [B, C, H, W]; neighbours: [B, n, C, H, W]; w: [B, n]; lam: scalar or [B].
+        x: anchors [B, ...] (images [B, C, H, W], embeddings [B, D], ...); neighbours: [B, n, ...];
+            w: [B, n]; lam: scalar or [B].
     """
-    lam = torch.as_tensor(lam, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
-    blend = (w[:, :, None, None, None] * neighbours).sum(1)
+    lam = torch.as_tensor(lam, dtype=x.dtype, device=x.device).reshape(-1, *([1] * (x.dim() - 1)))
+    blend = (w.reshape(*w.shape, *([1] * (x.dim() - 1))) * neighbours).sum(1)
     return lam * x + (1.0 - lam) * blend
 
 
@@ -161,7 +162,7 @@ class DM2:
         with torch.inference_mode():
             for start in range(0, n_unl, step):
                 rows = slice(start, min(start + step, n_unl))
-                x = ctx.inputs(pool[rows])  # [B, C, H, W]
+                x = ctx.inputs(pool[rows])  # [B, C, H, W] images, [B, D] embeddings
                 xn = ctx.inputs(pool[nbr[rows]].reshape(-1)).reshape(x.shape[0], n, *x.shape[1:])
                 if self.mixing == "group":
                     lam_b = lam[rows].to(x.device) if isinstance(lam, Tensor) else lam
@@ -170,7 +171,7 @@ class DM2:
                 else:  # Algorithm 2: pair each anchor with each neighbour, keep its lowest confidence
                     lam_b = (lam[rows].to(x.device) if isinstance(lam, Tensor)
                              else torch.full((x.shape[0], n), lam, device=x.device))
-                    lam_b = lam_b[:, :, None, None, None]
+                    lam_b = lam_b.reshape(*lam_b.shape, *([1] * (x.dim() - 1)))
                     mixed = lam_b * x[:, None] + (1.0 - lam_b) * xn  # [B, n, C, H, W]
                     c = confidence(model(mixed.reshape(-1, *x.shape[1:]))).reshape(x.shape[0], n)
                     conf[rows] = c.min(1).values.cpu()

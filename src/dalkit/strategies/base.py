@@ -72,8 +72,12 @@ class QueryContext:
     Two strategies queried on the same context share the cache (one forward pass over the pool).
 
     Args:
-        model: the trained model of this round.
-        pool_images: uint8 [N, C, H, W], the whole pool (labeled + unlabeled).
+        model: the trained model of this round: a dalkit model, or any ``nn.Module`` whose output is
+            logits [B, C] (wrapped in :class:`dalkit.models.adapter.ModelAdapter`: the embedding is the
+            input of its final ``nn.Linear``; pass a ``ModelAdapter`` yourself to name layers).
+        pool_images: the whole pool (labeled + unlabeled): uint8 images [N, C, H, W] (the model sees
+            them in [0, 1]), or a float pool [N, ...] (tensor or numpy array; the model sees the values
+            as they are).
         labeled_idx: pool indices already labeled [L].
         labeled_labels: their labels [L] (the labels of unlabeled samples are never shown).
         num_classes: C.
@@ -87,7 +91,9 @@ class QueryContext:
             only these as ``unlabeled_idx``; the labeled set is unchanged.
 
     Raises:
-        ConfigError: a candidate is labeled, repeated or outside the pool.
+        ConfigError: a candidate is labeled, repeated or outside the pool; a model that cannot be
+            adapted (no final ``nn.Linear``, outputs not [B, C]); a pool that is neither uint8 images
+            nor finite floats.
     """
 
     def __init__(
@@ -103,11 +109,15 @@ class QueryContext:
         features: Tensor | None = None,
         candidates: Tensor | None = None,
     ) -> None:
+        pool_images = as_pool(pool_images)
         n = pool_images.shape[0]
         labeled_idx = torch.as_tensor(labeled_idx, dtype=torch.long)
         mask = torch.zeros(n, dtype=torch.bool)
         mask[labeled_idx] = True
-        self.model = model
+        from dalkit.models.adapter import adapt_model
+
+        self.model = adapt_model(model, to_float(pool_images[:2]),
+                                 input_range=None if pool_images.is_floating_point() else (0.0, 1.0))
         self.pool_images = pool_images
         self.labeled_mask = mask
         self.labeled_idx = mask.nonzero().squeeze(1)
@@ -218,8 +228,38 @@ class QueryContext:
         return self.cached(("mc", k, p, which), compute)
 
     def inputs(self, idx: Tensor) -> Tensor:
-        """Float inputs in [0, 1] of the pool samples ``idx``, on the device."""
+        """Model inputs of the pool samples ``idx`` on the device: images in [0, 1], or a float pool's
+        values."""
         return to_float(self.pool_images[idx], self.device)
+
+
+def as_pool(pool: Any) -> Tensor:
+    """A pool as a tensor: uint8 images [N, C, H, W] unchanged, or a float pool [N, ...] (float32; from a
+    tensor or numpy array of floats).
+
+    Raises:
+        ConfigError: not a tensor/array, fewer than 2 dimensions, or integer data that is not uint8
+            images.
+        DatasetFormatError: NaN/inf rows (the message names them).
+    """
+    import numpy as np
+
+    from dalkit.data.dataset import check_finite_rows
+
+    if isinstance(pool, np.ndarray):
+        if pool.dtype.kind not in "uif":
+            raise ConfigError(f"the pool must hold numbers, got a {pool.dtype} array")
+        pool = torch.from_numpy(np.ascontiguousarray(pool))
+    if not isinstance(pool, Tensor):
+        raise ConfigError(f"the pool must be a tensor or numpy array, got {type(pool).__name__}")
+    if pool.dtype == torch.uint8 and pool.dim() == 4:
+        return pool
+    if not pool.is_floating_point() or pool.dim() < 2:
+        raise ConfigError(f"the pool must be uint8 images [N, C, H, W] or floats [N, ...] (at least 2-D), "
+                          f"got {pool.dtype} of shape {tuple(pool.shape)}")
+    pool = pool.float()
+    check_finite_rows(pool, "pool")
+    return pool
 
 
 def check_budget(ctx: QueryContext, budget: int) -> None:

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dalkit.data.dataset import to_float
+
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)
 
 
@@ -22,6 +24,9 @@ def mc_blocks(model: nn.Module) -> list[nn.Module]:
     """The modules after which MC dropout acts: every direct child of the model but the classifier and
     normalisation layers; containers (``ModuleList``) are opened, and a ``Sequential`` stage of residual
     blocks contributes each block."""
+    own = getattr(model, "mc_block_modules", None)
+    if callable(own):  # a user's network behind ModelAdapter: its named stage blocks
+        return list(own())
     blocks: list[nn.Module] = []
 
     def visit(m: nn.Module, depth: int) -> None:
@@ -85,10 +90,11 @@ def mc_block_logits(model: nn.Module, x: Tensor, k: int, p: float, generator: to
 
 def mc_block_probs(model: nn.Module, images: Tensor, k: int, p: float, generator: torch.Generator,
                    device: torch.device | str = "cpu", batch_size: int = 1024) -> Tensor:
-    """Softmax of :func:`mc_block_logits` over uint8 ``images`` [N, ...] in batches: [K, N, C] on the CPU."""
+    """Softmax of :func:`mc_block_logits` over pool samples ``images`` [N, ...] in batches: [K, N, C] on the
+    CPU."""
     out = torch.empty(k, images.shape[0], model.num_classes)
     for start in range(0, images.shape[0], batch_size):
-        x = images[start:start + batch_size].to(device).float().div_(255.0)
+        x = to_float(images[start:start + batch_size], device)
         out[:, start:start + x.shape[0]] = torch.softmax(mc_block_logits(model, x, k, p, generator), -1).cpu()
     return out
 

@@ -7,8 +7,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def fgsm(model: nn.Module, x: Tensor, y: Tensor, epsilon: float, clip: tuple[float, float] = (0.0, 1.0),
-         batch_size: int = 512) -> Tensor:
+def input_range(model: nn.Module) -> tuple[float, float] | None:
+    """The range a model's inputs live in, for clipping perturbed inputs: (0, 1) for image models,
+    None (no clipping) for models on float pools (``model.input_range``, e.g. the ``features`` model,
+    or an adapted model on a float pool: FGSM then perturbs features, unclipped)."""
+    return getattr(model, "input_range", (0.0, 1.0))
+
+
+def fgsm(model: nn.Module, x: Tensor, y: Tensor, epsilon: float,
+         clip: tuple[float, float] | None | str = "model", batch_size: int = 512) -> Tensor:
     """Fast gradient sign counterparts H = clip(x + eps * sign(grad_x L(theta, x, y))) (Eq. 13, 15, 16).
 
     The model's mode is left as found; gradients are taken in eval mode so BatchNorm statistics and
@@ -17,10 +24,13 @@ def fgsm(model: nn.Module, x: Tensor, y: Tensor, epsilon: float, clip: tuple[flo
     Args:
         x: float inputs in [0, 1], [B, C, H, W].
         y: the label used in the loss [B]: the true label or the model's prediction (paper versions).
-        epsilon: step size (pixel units, [0, 1] scale).
+        epsilon: step size (pixel units, [0, 1] scale; feature units on a float pool).
+        clip: (low, high), None (no clipping) or "model": :func:`input_range` of the model.
     Returns:
         [B, C, H, W], detached.
     """
+    if clip == "model":
+        clip = input_range(model)
     was_training = model.training
     model.eval()
     out = torch.empty_like(x)
@@ -30,7 +40,8 @@ def fgsm(model: nn.Module, x: Tensor, y: Tensor, epsilon: float, clip: tuple[flo
                 xb = x[start:start + batch_size].detach().clone().requires_grad_(True)
                 loss = F.cross_entropy(model(xb), y[start:start + batch_size], reduction="sum")
                 (grad,) = torch.autograd.grad(loss, xb)
-                out[start:start + batch_size] = (xb.detach() + epsilon * grad.sign()).clamp_(*clip)
+                h = xb.detach() + epsilon * grad.sign()
+                out[start:start + batch_size] = h.clamp_(*clip) if clip is not None else h
     finally:
         model.train(was_training)
     return out
