@@ -34,8 +34,9 @@ class TinyNet(DalkitModel):
     """conv 3x3/2 (3) -> conv 3x3/2 (4) -> fc 5 (ReLU: the embedding) -> classifier; two stages for the
     loss-prediction module.  Optional BatchNorm after the first conv (for the eval-mode tests)."""
 
-    def __init__(self, seed: int = 0, scale: float = 3.0, bn: bool = False, dropout: float = 0.0) -> None:
-        super().__init__(1, C, embed_dim=5, mean=[0.4], std=[0.3], dropout=dropout)
+    def __init__(self, seed: int = 0, scale: float = 3.0, bn: bool = False, dropout: float = 0.0,
+                 num_classes: int = C) -> None:
+        super().__init__(1, num_classes, embed_dim=5, mean=[0.4], std=[0.3], dropout=dropout)
         self.conv1 = nn.Conv2d(1, 3, 3, stride=2, padding=1)
         self.bn = nn.BatchNorm2d(3) if bn else nn.Identity()
         self.conv2 = nn.Conv2d(3, 4, 3, stride=2, padding=1)
