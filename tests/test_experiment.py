@@ -223,3 +223,93 @@ def test_one_round_called_by_hand_selects_what_the_runner_selected(digits):
     res2 = round_module.run_round(spec, _strategy_for(cfg), _recipe_for(cfg), data.train_cfg, pool.images,
                                   wrong, labeled, 5, 1, cfg.budget)
     assert res2.stats["loss"] != records[1]["train_loss"]
+
+
+# -------------------------------------------- interrupted INSIDE a round, resumed bit for bit (issue 16)
+
+
+def _interrupt_inside_round(monkeypatch, seed: int, r: int, at: int, inner: tuple | None = None) -> dict:
+    """Make seed ``seed``'s round ``r`` raise KeyboardInterrupt in the middle of training: from optimiser
+    step ``at`` on, the step itself raises (``inner`` None), or the next call of ``inner`` = (owner,
+    attribute) made *by* the step raises (the SSL views, the loss module's forward).  Returns a dict
+    whose "hit" says where it fired."""
+    state = {"armed": False, "hit": None}
+    real_fit = round_module.fit
+
+    def fit(model, data, step, cfg, gen, device="cpu", progress=False, desc="train", unlabeled_ratio=0):
+        def step_with_trap(m, batch):
+            state["armed"] = desc == f"seed {seed} round {r}" and batch.step >= at
+            if state["armed"] and inner is None:
+                state["hit"] = ("step", batch.step)
+                raise KeyboardInterrupt
+            try:
+                return step(m, batch)
+            finally:
+                state["armed"] = False
+
+        return real_fit(model, data, step_with_trap, cfg, gen, device, progress, desc, unlabeled_ratio)
+
+    monkeypatch.setattr(round_module, "fit", fit)
+    if inner is not None:
+        owner, name = inner
+        real = getattr(owner, name)
+
+        def trap(*args, **kwargs):
+            if state["armed"]:
+                state["hit"] = (name, "inside the step")
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, trap)
+    return state
+
+
+def _ssl_views():
+    from dalkit.training import ssl
+
+    return ssl, "strong_view"
+
+
+def _loss_module_forward():
+    from dalkit.training.loss_prediction import LossPredictionModule
+
+    return LossPredictionModule, "forward"
+
+
+@pytest.mark.parametrize(("method", "changes", "inner", "r"), [
+    # inside SSL training: while the strong views of an unlabeled batch are made (FixMatch + FA)
+    ("fixmatch+fa:random", {"recipe_options": {"mu": 2}, "seeds": (0,), "rounds": 2}, _ssl_views, 1),
+    # while the loss-prediction module trains (its forward inside the joint step)
+    ("lplgrad", {}, _loss_module_forward, 2),
+    # an open-set pool with the discard oracle, interrupted in round 1: the replay check must rebuild the
+    # in-distribution initial set (it once took OOD picks for "already labeled" and refused to resume)
+    ("entropy", {"open_set_fraction": 0.5}, None, 1),
+], ids=["ssl-fixmatch-fa", "lplgrad", "open-set"])
+def test_interrupted_inside_a_round_resumes_to_the_same_records(method, changes, inner, r, tmp_path, digits,
+                                                                monkeypatch):
+    cfg = config(method, **{"rounds": 3, "seeds": (0, 1), **changes})
+    full = run_experiment(cfg, tmp_path / "A", splits=digits, progress=False)
+    if changes.get("open_set_fraction"):  # the setting is exercised: OOD picks were made and discarded
+        assert sum(rec["n_ood_selected"] for rec in full) > 0
+        assert all(rec["n_trained"] < rec["n_labeled"] for rec in full if rec["n_ood_labeled"])
+
+    b = tmp_path / "B"
+    last = cfg.seeds[-1]
+    hit = _interrupt_inside_round(monkeypatch, seed=last, r=r, at=3, inner=inner() if inner else None)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, b, splits=digits, progress=False)
+    assert hit["hit"] is not None and (inner is None or hit["hit"][0] == inner()[1])
+    monkeypatch.undo()
+    partial = read_jsonl(b / "rounds.jsonl")
+    assert [(x["seed"], x["round"]) for x in partial] == \
+        [(s, k) for s in cfg.seeds[:-1] for k in range(cfg.rounds + 1)] + [(last, k) for k in range(r)]
+
+    resumed = run_experiment(cfg, b, splits=digits, progress=False)
+    assert without_timing(resumed) == without_timing(full)  # bit for bit: floats compared exactly
+    assert read_jsonl(b / "rounds.jsonl")[:len(partial)] == partial  # replayed, not recomputed
+    assert without_timing(read_jsonl(b / "rounds.jsonl")) == without_timing(read_jsonl(tmp_path / "A" /
+                                                                                       "rounds.jsonl"))
+    # and a finished run re-run with the same command changes nothing
+    before = (b / "rounds.jsonl").read_bytes()
+    assert run_experiment(cfg, b, splits=digits, progress=False) == read_jsonl(b / "rounds.jsonl")
+    assert (b / "rounds.jsonl").read_bytes() == before

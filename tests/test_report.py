@@ -133,3 +133,12 @@ def test_cli_report_writes_png_and_markdown(tmp_path, capsys):
     capsys.readouterr()
     assert rc == 0
     assert (tmp_path / "runs" / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(("suffix", "magic"), [(".pdf", b"%PDF"), (".svg", b"<?xml"), (".PNG", b"\x89PNG")])
+def test_report_plot_format_follows_the_suffix(tmp_path, capsys, suffix, magic):
+    """--plot curves.pdf writes a PDF, .svg an SVG (an unknown suffix is refused: the bad-input corpus)."""
+    a = make_run_dir(tmp_path / "runs" / "random", "random", {0: [0.5, 0.6, 0.7]})
+    path = tmp_path / f"curves{suffix}"
+    assert main(["report", str(a), "--plot", str(path)]) == 0, capsys.readouterr().err
+    assert path.read_bytes().startswith(magic)

@@ -30,6 +30,7 @@ from dalkit.training.recipes import RECIPES, create_recipe
 ARGS = ["run", "--dataset", "digits", "--method", "random", "--initial-size", "10", "--budget", "5",
         "--rounds", "1", "--epochs", "1", "--batch-size", "32", "--min-steps", "2", "--device", "cpu",
         "--quiet"]
+_SRC = Path(__file__).parents[1] / "src"  # child processes import this checkout's dalkit
 
 
 def _config(seeds=(0,), rounds=1) -> ExperimentConfig:
@@ -73,7 +74,8 @@ def test_a_second_run_into_a_locked_directory_is_refused(capsys, tmp_path, digit
 
 
 def _rec(seed, rnd, selected=(), n=10):
-    return {"seed": seed, "round": rnd, "n_labeled": n, "test_acc": 0.5, "selected": list(selected)}
+    return {"seed": seed, "round": rnd, "n_labeled": n, "test_acc": 0.5, "selected": list(selected),
+            "train_s": 0.0, "query_s": 0.0}
 
 
 @pytest.mark.parametrize(("records", "message"), [
@@ -171,6 +173,36 @@ def test_the_learning_curve_png_is_written_atomically(tmp_path, monkeypatch):
     assert png.read_bytes().startswith(b"\x89PNG")
 
 
+def test_a_kill_at_the_summary_rename_leaves_a_temporary_that_resume_removes(tmp_path):
+    """A real process SIGKILLed between writing summary.json's temporary and renaming it: the
+    `.summary.json.*.tmp` it leaves is removed by the next run into the directory (which holds the lock),
+    and the run completes."""
+    import subprocess
+
+    out = tmp_path / "out"
+    child = ("import os, signal, sys\n"
+             "real = os.replace\n"
+             "def replace(src, dst):\n"
+             "    if str(dst).endswith('summary.json'):\n"
+             "        os.kill(os.getpid(), signal.SIGKILL)\n"
+             "    return real(src, dst)\n"
+             "os.replace = replace\n"
+             "from dalkit.cli import main\n"
+             "sys.exit(main(sys.argv[1:]))\n")
+    env = {**os.environ, "PYTHONPATH": str(_SRC)}
+    proc = subprocess.run([sys.executable, "-c", child, *ARGS, "--seeds", "0", "--out", str(out)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    left = sorted(p.name for p in out.iterdir() if p.name.endswith(".tmp"))
+    assert len(left) == 1 and left[0].startswith(".summary.json."), sorted(p.name for p in out.iterdir())
+    assert not (out / "summary.json").exists()
+    rounds = (out / "rounds.jsonl").read_bytes()
+    assert main([*ARGS, "--seeds", "0", "--out", str(out)]) == 0
+    assert not [p for p in out.rglob("*.tmp")]
+    assert (out / "rounds.jsonl").read_bytes() == rounds  # nothing redone
+    assert json.loads((out / "summary.json").read_text())["seeds"] == [0]
+
+
 def test_disk_full_during_a_run_is_one_line_and_resumable(capsys, tmp_path, digits, monkeypatch):
     from dalkit.experiment import rundir as rundir_module
 
@@ -215,6 +247,48 @@ def test_ctrl_c_while_importing_is_one_line(capsys, monkeypatch):
         runpy.run_module("dalkit.__main__", run_name="__main__")
     assert exc.value.code == 130
     assert "interrupted" in _one_error_line(capsys)
+
+
+# the console script's own code (setuptools' entry point) and `python -m dalkit`, each preceded by a spy
+# that touches a file the moment torch starts to import: the test's SIGINT then lands inside that import
+_SPY = ("import pathlib, sys\n"
+        "FLAG = pathlib.Path(sys.argv[1])\n"
+        "class Spy:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch':\n"
+        "            FLAG.touch()\n"
+        "sys.meta_path.insert(0, Spy())\n"
+        "argv = sys.argv[2:]\n")
+_ENTRIES = {
+    "console-script": "from dalkit.cli import main\nsys.exit(main(argv))\n",
+    "python-m": ("import runpy\nsys.argv = ['dalkit', *argv]\n"
+                 "runpy.run_module('dalkit', run_name='__main__')\n"),
+}
+
+
+@pytest.mark.parametrize("entry", sorted(_ENTRIES))
+def test_sigint_while_torch_imports_in_a_real_process_is_one_line(tmp_path, entry):
+    """A real process gets SIGINT while `import torch` runs (the first seconds of every command): one
+    line on stderr, exit 130, nothing written."""
+    import signal
+    import subprocess
+    import time
+
+    flag, out = tmp_path / "importing-torch", tmp_path / "out"
+    argv = [*ARGS, "--seeds", "0", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(_SRC)}
+    proc = subprocess.Popen([sys.executable, "-c", _SPY + _ENTRIES[entry], str(flag), *argv], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not flag.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert flag.exists(), "the child never started to import torch"
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (proc.returncode, stderr[-3000:])
+    assert "Traceback" not in stderr and stdout == ""
+    assert stderr.strip().splitlines() == ["dalkit: interrupted; re-run the same command to resume"]
+    assert not out.exists()
 
 
 def test_long_messages_are_capped_to_one_short_line(capsys, monkeypatch):

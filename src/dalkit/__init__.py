@@ -4,28 +4,41 @@ Library API::
 
     from dalkit import ExperimentConfig, run_experiment
     records = run_experiment(ExperimentConfig(dataset="mnist", method="dm2"), "runs/dm2")
+
+The names below load on first use (PEP 562), so ``import dalkit.cli`` — what the ``dalkit`` console
+script does before anything else — does not import torch; the command line can then answer a Ctrl-C
+during start-up with one line.
 """
 
-from dalkit.data import DataSplits, ImageDataset, load_dataset
-from dalkit.errors import (
-    BudgetError,
-    ConfigError,
-    DalkitError,
-    DatasetFormatError,
-    DatasetNotFoundError,
-    RunDirectoryError,
-    UnknownNameError,
-)
-from dalkit.experiment import ExperimentConfig, load_config, run_experiment
-from dalkit.models import create_model
-from dalkit.strategies import QueryContext, Selection, create_strategy, query
-from dalkit.training import TrainConfig
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BudgetError", "ConfigError", "DalkitError", "DataSplits", "DatasetFormatError", "DatasetNotFoundError",
-    "ExperimentConfig", "ImageDataset", "QueryContext", "RunDirectoryError", "Selection", "TrainConfig",
-    "UnknownNameError", "create_model", "create_strategy", "load_config", "load_dataset", "query",
-    "run_experiment",
-]
+_EXPORTS = {
+    "DataSplits": "dalkit.data", "ImageDataset": "dalkit.data", "load_dataset": "dalkit.data",
+    "BudgetError": "dalkit.errors", "ConfigError": "dalkit.errors", "DalkitError": "dalkit.errors",
+    "DatasetFormatError": "dalkit.errors", "DatasetNotFoundError": "dalkit.errors",
+    "RunDirectoryError": "dalkit.errors", "UnknownNameError": "dalkit.errors",
+    "ExperimentConfig": "dalkit.experiment", "load_config": "dalkit.experiment",
+    "run_experiment": "dalkit.experiment", "create_model": "dalkit.models",
+    "QueryContext": "dalkit.strategies", "Selection": "dalkit.strategies",
+    "create_strategy": "dalkit.strategies", "query": "dalkit.strategies", "TrainConfig": "dalkit.training",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dalkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

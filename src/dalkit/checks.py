@@ -11,10 +11,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import re
 import reprlib
 import types
 import typing
 from typing import Any
+
+import yaml
 
 from dalkit.errors import ConfigError
 
@@ -123,3 +126,29 @@ def check_field_types(obj: Any, where: str = "") -> None:
     message = type_error(type(obj), values, where)
     if message:
         raise ConfigError(message)
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading ``1e-3`` as a number.
+
+    YAML 1.1 (PyYAML's schema) only reads a float with a dot and a signed exponent (``1.0e-3``), so
+    ``1e-3``, ``1e3`` and ``1.5e3`` would stay strings and be refused as "not a number"; YAML 1.2 and
+    every user read them as numbers.
+    """
+
+
+_Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: str | bytes) -> Any:
+    """``yaml.safe_load`` that also reads scientific notation without a dot (``1e-3``) as a float.
+
+    Raises:
+        yaml.YAMLError: not YAML.
+    """
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass

@@ -5,11 +5,13 @@
     dalkit datasets                   list datasets and whether their files are present
     dalkit report RUN_DIR...          mean ± std per round, AUBC, learning-curve PNG
     dalkit fetch NAME                 download a dataset (checksummed) into the data root
+    dalkit label ...                  label your own images (see dalkit/label/cli.py)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import typing
@@ -18,9 +20,11 @@ from typing import Any
 
 import yaml
 
-from dalkit.checks import count_values, short
+# Only the standard library and the light modules below load with this module: the console script
+# imports it before main() runs, and torch (imported by the commands) takes seconds to load, so a
+# Ctrl-C then must land inside main()'s handler, not in an import at the top of this file.
+from dalkit.checks import count_values, short, yaml_load
 from dalkit.errors import ConfigError, DalkitError
-from dalkit.experiment.config import read_config_values
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -34,7 +38,7 @@ def _parse_options(pairs: list[str] | None, flag: str) -> dict[str, Any]:
             raise ConfigError(f"{flag} expects KEY=VALUE or METHOD.KEY=VALUE, got {short(pair)}")
         key, value = (part.strip() for part in pair.split("=", 1))
         try:
-            parsed = yaml.safe_load(value)
+            parsed = yaml_load(value)
         except yaml.YAMLError:
             parsed = value
         if count_values(parsed, 10_000) >= 10_000:
@@ -52,7 +56,8 @@ _RUN_FLAGS = {  # flag dest -> config field
     "rounds": "rounds", "pool_size": "pool_size", "test_size": "test_size", "device": "device",
     "data_root": "data_root", "recipe": "recipe", "features": "features_path",
     "model_dropout": "model_dropout", "subset": "subset", "attack_epsilon": "attack_epsilon",
-    "pgd_steps": "pgd_steps", "open_set_fraction": "open_set_fraction", "open_set_source": "open_set_source",
+    "pgd_steps": "pgd_steps", "pgd_restarts": "pgd_restarts", "open_set_fraction": "open_set_fraction",
+    "open_set_source": "open_set_source",
     "open_set_oracle": "open_set_oracle", "imbalance_ratio": "imbalance_ratio",
     "initial_set": "initial_set", "retrain": "retrain",
 }
@@ -61,7 +66,7 @@ _TRAIN_FLAGS = ("epochs", "batch_size", "lr", "optimizer", "min_steps")
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from dalkit.experiment import config_from_dict
-    from dalkit.experiment.config import _build
+    from dalkit.experiment.config import _build, read_config_values
     from dalkit.experiment.runner import check_experiment, run_experiment
     from dalkit.report import plot_learning_curves, runs_table
     from dalkit.training import TrainConfig
@@ -179,12 +184,13 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from dalkit.files import atomic_write_text, check_writable
-    from dalkit.report import plot_learning_curves, runs_table
+    from dalkit.report import plot_format, plot_learning_curves, runs_table
 
     plot = Path(args.plot) if args.plot else Path(args.run_dirs[0]).parent / "learning_curves.png"
     for path in (plot, Path(args.markdown) if args.markdown else None):  # before anything is written
         if path is not None:
             check_writable(path)
+    plot_format(plot)  # .png, .pdf or .svg
     table, summaries = runs_table(args.run_dirs)
     if args.markdown:
         atomic_write_text(args.markdown, table + "\n")
@@ -254,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="corrupted test sets evaluated every round, e.g. fog:3,rotate:2 or all:3")
     r.add_argument("--attack-epsilon", type=float, help="FGSM/PGD test accuracy at this L-inf radius")
     r.add_argument("--pgd-steps", type=int)
+    r.add_argument("--pgd-restarts", type=int, help="PGD from k random starts (worst case); 0: start at x")
     r.add_argument("--open-set-fraction", type=float, help="fraction of OOD images in the pool")
     r.add_argument("--open-set-source", help="'photos' (default) or a dataset name")
     r.add_argument("--open-set-oracle", choices=["discard", "random-label"])
@@ -277,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="tables and learning curves of run directories")
     rep.add_argument("run_dirs", nargs="+")
-    rep.add_argument("--plot", help="PNG path (default: next to the first run directory)")
+    rep.add_argument("--plot", help="learning-curve image, .png, .pdf or .svg (default: "
+                     "learning_curves.png next to the first run directory)")
     rep.add_argument("--markdown", help="also write the table to this file")
     rep.set_defaults(func=_cmd_report)
 
@@ -285,6 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("name")
     f.add_argument("--data-root")
     f.set_defaults(func=_cmd_fetch)
+
+    from dalkit.label.cli import add_label_parser
+
+    add_label_parser(sub)
     return p
 
 
@@ -301,8 +313,24 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         return _fail(f"{where}{exc.strerror or type(exc).__name__}")
     except KeyboardInterrupt:
-        print("dalkit: interrupted; re-run the same command to resume", file=sys.stderr)
+        with _interrupts_ignored():  # a second Ctrl-C must not add a traceback to the one line
+            print("dalkit: interrupted; re-run the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+@contextlib.contextmanager
+def _interrupts_ignored() -> typing.Iterator[None]:
+    import signal
+
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # main() called outside the main thread: nothing to protect
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _fail(message: str) -> int:

@@ -37,3 +37,8 @@ class RunDirectoryError(DalkitError):
 
 class OutputError(DalkitError):
     """An output path (run directory, --plot, --markdown) cannot be written; the message names it."""
+
+
+class LabelError(DalkitError, ValueError):
+    """A label, a label file or a labeling project is invalid (unknown class or item, duplicate or
+    conflicting labels, a folder that is not a project); the message says what to fix."""

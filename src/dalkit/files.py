@@ -95,3 +95,27 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """:func:`atomic_write_bytes` of UTF-8 text."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_write_bytes` left in ``folder`` when the process
+    was killed between creating one and renaming it (``.NAME.XXXXXXXX.tmp``).  Call only while holding
+    the folder's lock: another writer's temporary would otherwise vanish under it.
+
+    Returns:
+        the paths removed.
+    Raises:
+        OutputError: one cannot be removed.
+    """
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for path in sorted(folder.glob(".*.tmp")):
+        if path.is_file() and not path.is_symlink():
+            try:
+                path.unlink()
+            except OSError as exc:
+                raise output_error(path, exc, "cannot remove the stale temporary file") from None
+            removed.append(path)
+    return removed

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -217,9 +219,10 @@ def _signed(m: Tensor, sign: Tensor, top: float) -> Tensor:
 
 
 # name -> (op, parameter from magnitude m in [0, 1], a random sign s in {-1, 1}, the image size).
-# Ranges follow FixMatch's RandAugment table (Sohn et al. 2020, Table 12): enhancement factors
-# 1 +- 0.95 m, rotate +-30 deg, shear +-0.3, translate +-0.3 of the side, posterize 4..8 bits,
-# solarize threshold in [0, 1].
+# These are Google's RandAugment ranges (ra_ranges="google"): enhancement factors 1 +- 0.95 m, i.e.
+# [0.05, 1.95], rotate +-30 deg, shear +-0.3, translate +-0.3 of the side, posterize 4..8 bits,
+# solarize threshold in [0, 1].  FixMatch's Table 12 (ra_ranges="fixmatch", the default) differs in
+# two rows: RA_FIXMATCH below.
 RANDAUGMENT_OPS: dict[str, tuple] = {
     "identity": (identity, lambda m, s, size: m),
     "autocontrast": (autocontrast, lambda m, s, size: m),
@@ -238,6 +241,20 @@ RANDAUGMENT_OPS: dict[str, tuple] = {
 }
 
 
+def _factor_fixmatch(m: Tensor, s: Tensor, size: float) -> Tensor:
+    return 0.05 + 0.9 * m  # U[0.05, 0.95] for m ~ U(0, 1): never brighter/sharper than the input
+
+
+# FixMatch's Table 12 (Sohn et al. 2020): brightness, colour, contrast and sharpness factors in
+# [0.05, 0.95]; posterize to B in {4, ..., 7} bits.  The other ops share Google's ranges.
+RA_FIXMATCH: dict[str, Any] = {
+    "color": _factor_fixmatch, "contrast": _factor_fixmatch, "brightness": _factor_fixmatch,
+    "sharpness": _factor_fixmatch,
+    "posterize": lambda m, s, size: (4 + (m * 4).floor()).clamp(max=7),
+}
+RA_RANGES = ("fixmatch", "google")
+
+
 def weak_view(x: Tensor, generator: torch.Generator, flip: bool, translate: float = 0.125) -> Tensor:
     """FixMatch's weak augmentation: random translation by up to ``translate`` of the side (padded
     random crop) and, for natural images, a horizontal flip (never for digits: flips change them).
@@ -252,7 +269,7 @@ def weak_view(x: Tensor, generator: torch.Generator, flip: bool, translate: floa
 
 
 def rand_augment(x: Tensor, generator: torch.Generator, n_ops: int = 2, cutout_frac: float = 0.5,
-                 ops: tuple[str, ...] | None = None) -> Tensor:
+                 ops: tuple[str, ...] | None = None, ranges: str = "fixmatch") -> Tensor:
     """RandAugment with random magnitudes (FixMatch's variant): ``n_ops`` ops drawn uniformly per
     sample, each at magnitude m ~ U(0, 1) with a random direction, then Cutout with a square of side
     up to ``cutout_frac`` of the image (always applied, as in FixMatch).
@@ -261,9 +278,13 @@ def rand_augment(x: Tensor, generator: torch.Generator, n_ops: int = 2, cutout_f
         x: float [B, C, H, W] in [0, 1].
         generator: CPU generator; every random number is drawn up front in a fixed order.
         ops: names from :data:`RANDAUGMENT_OPS` (default: all 14).
+        ranges: "fixmatch" (FixMatch's Table 12: enhancement factors U[0.05, 0.95], posterize 4..7
+            bits) or "google" (RandAugment's: factors 1 +- 0.95 m, posterize 4..8 bits).
     Returns:
         [B, C, H, W] in [0, 1].
     """
+    if ranges not in RA_RANGES:
+        raise ValueError(f"ranges must be one of {', '.join(RA_RANGES)}, got {ranges!r}")
     names = list(ops or RANDAUGMENT_OPS)
     b, _, h, w = x.shape
     which = torch.randint(0, len(names), (n_ops, b), generator=generator)
@@ -279,12 +300,15 @@ def rand_augment(x: Tensor, generator: torch.Generator, n_ops: int = 2, cutout_f
             if rows.numel() == 0:
                 continue
             op, param = RANDAUGMENT_OPS[name]
+            if ranges == "fixmatch":
+                param = RA_FIXMATCH.get(name, param)
             rows_d = rows.to(x.device)
             out[rows_d] = op(out[rows_d], param(mags[j, rows], signs[j, rows], float(min(h, w))).to(x.device))
     return cutout(out, size, cy, cx)
 
 
 def strong_view(x: Tensor, generator: torch.Generator, flip: bool, translate: float = 0.125,
-                n_ops: int = 2, cutout_frac: float = 0.5) -> Tensor:
+                n_ops: int = 2, cutout_frac: float = 0.5, ranges: str = "fixmatch") -> Tensor:
     """FixMatch's strong augmentation: the weak view, then :func:`rand_augment` (two ops + Cutout)."""
-    return rand_augment(weak_view(x, generator, flip, translate), generator, n_ops, cutout_frac)
+    return rand_augment(weak_view(x, generator, flip, translate), generator, n_ops, cutout_frac,
+                        ranges=ranges)

@@ -10,6 +10,7 @@ import gzip
 import pickle
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +47,9 @@ def read_idx(path: Path) -> np.ndarray:
     try:
         with opener(path, "rb") as fh:
             raw = fh.read()
-    except (OSError, EOFError) as exc:
-        raise DatasetFormatError(f"{path}: cannot read IDX file ({exc})") from None
+    except (OSError, EOFError, zlib.error) as exc:  # zlib.error: a damaged compressed stream
+        raise DatasetFormatError(f"{path}: cannot read IDX file ({type(exc).__name__}: {exc}); the file "
+                                 "is damaged: download it again") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise DatasetFormatError(f"{path}: not an IDX file (bad magic number)")
     type_code, ndim = raw[2], raw[3]
@@ -298,7 +300,7 @@ def read_svhn_mat(root: Path, split: str) -> ImageDataset:
         )
     try:
         mat = scipy.io.loadmat(path, variable_names=["X", "y"])
-    except (MatReadError, ValueError, TypeError, OSError, EOFError, NotImplementedError) as exc:
+    except (MatReadError, ValueError, TypeError, OSError, EOFError, NotImplementedError, zlib.error) as exc:
         raise DatasetFormatError(
             f"{path}: not a readable MATLAB file ({type(exc).__name__}: {exc})"
         ) from None
@@ -517,7 +519,7 @@ def read_npz(path: Path, name: str = "npz") -> tuple[ImageDataset, ImageDataset]
                 "e.g. np.array(names, dtype=str)"
             ) from None
         raise DatasetFormatError(f"{path}: not a readable .npz file ({exc})") from None
-    except (OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+    except (OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
         raise DatasetFormatError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})") from None
     kind = str(arrays["kind"]) if "kind" in arrays else None
     if kind not in (None, "images", "float"):

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from dalkit.checks import check_field_types, count_values, short
+from dalkit.checks import check_field_types, count_values, short, yaml_load
 from dalkit.data import DATASETS
 from dalkit.errors import ConfigError
 from dalkit.experiment.methods import resolve_method
@@ -60,6 +60,8 @@ class ExperimentConfig:
             (:func:`dalkit.data.corruptions.parse_corruptions`); () = none.
         attack_epsilon: FGSM and PGD test accuracy at this L-inf radius every round (None: none).
         pgd_steps: PGD iterations (step 2.5 eps / steps).
+        pgd_restarts: 0 = PGD starts at the clean input (deterministic); k >= 1 = k random starts in
+            the eps-ball, a test image counting as correct only if it resists all k (Madry et al.).
         open_set_fraction: fraction of the pool made of out-of-distribution images (0: none).
         open_set_source: where they come from: "photos" (crops of scikit-learn's sample photographs)
             or a dataset name.
@@ -100,6 +102,7 @@ class ExperimentConfig:
     test_corruptions: tuple[str, ...] = ()
     attack_epsilon: float | None = None
     pgd_steps: int = 10
+    pgd_restarts: int = 0
     open_set_fraction: float = 0.0
     open_set_source: str = "photos"
     open_set_oracle: str = "discard"
@@ -229,6 +232,9 @@ def config_from_dict(values: dict[str, Any]) -> list[ExperimentConfig]:
     bad = [m for m in methods if not isinstance(m, str)]
     if bad:
         raise ConfigError(f"method must be a method name or a list of names, got {short(bad[0])}")
+    twice = [m for k, m in enumerate(methods) if m in methods[:k]]
+    if twice:  # one run directory per method: a second copy would only repeat the first's rounds
+        raise ConfigError(f"method {short(twice[0])} is listed twice; list each method once")
     if values.get("train") is not None:
         if not isinstance(values["train"], dict):
             raise ConfigError("train must be a mapping of TrainConfig fields")
@@ -271,7 +277,7 @@ def read_config_values(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     try:
-        values = yaml.safe_load(text)
+        values = yaml_load(text)
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"config {path} is not valid YAML: {short(first)[1:-1]}") from None

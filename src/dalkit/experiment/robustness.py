@@ -39,6 +39,9 @@ def check_robustness_fields(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"attack_epsilon must lie in (0, 1] (pixel units) or be null, got {eps!r}")
     if not isinstance(cfg.pgd_steps, int) or isinstance(cfg.pgd_steps, bool) or cfg.pgd_steps < 1:
         raise ConfigError(f"pgd_steps must be a positive integer, got {cfg.pgd_steps!r}")
+    restarts = cfg.pgd_restarts
+    if not isinstance(restarts, int) or isinstance(restarts, bool) or restarts < 0:
+        raise ConfigError(f"pgd_restarts must be a non-negative integer (0: start at x), got {restarts!r}")
     if not (_number(cfg.open_set_fraction) and 0 <= cfg.open_set_fraction < 1):
         raise ConfigError(f"open_set_fraction must lie in [0, 1), got {cfg.open_set_fraction!r}")
     if cfg.open_set_oracle not in OPEN_SET_ORACLES:

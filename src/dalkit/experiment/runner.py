@@ -315,7 +315,7 @@ def run_seed(
         t0 = time.perf_counter()
         robust = robust_metrics(model, data.test.labels, data.corrupted, data.test.images,
                                 config.attack_epsilon, config.pgd_steps, data.train_cfg.eval_batch_size,
-                                device)
+                                device, config.pgd_restarts)
         return acc, robust, time.perf_counter() - t0
 
     for r in range(start_round, config.rounds + 1):
@@ -496,7 +496,9 @@ def _check_done_rounds(config: ExperimentConfig, data: Prepared, existing: list[
                        where: Path) -> None:
     for seed in sorted({r["seed"] for r in existing}):
         done = sorted((r for r in existing if r["seed"] == seed), key=lambda r: r["round"])
-        check_replay(done, config, len(data.pool), initial_set(config, data, seed).tolist(), where)
+        # the same initial set run_seed starts from: with an open-set pool, in-distribution images only
+        check_replay(done, config, len(data.pool), initial_set(config, data, seed).tolist(), where,
+                     data.ood_mask)
 
 
 def run_experiment(

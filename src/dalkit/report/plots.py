@@ -16,7 +16,15 @@ from dalkit.files import atomic_write_bytes  # noqa: E402
 
 
 def plot_learning_curves(summaries: dict[str, dict[str, Any]], path: str | Path, title: str = "") -> Path:
-    """Accuracy vs labeled samples, mean line with a ±1 std band per method; saved as PNG."""
+    """Accuracy vs labeled samples, mean line with a ±1 std band per method; saved as PNG, PDF or SVG
+    by the suffix of ``path``.
+
+    Raises:
+        ConfigError: another suffix (checked before anything is drawn).
+    """
+    from dalkit.report import plot_format
+
+    fmt = plot_format(path)
     many = len(summaries) > 8
     fig, ax = plt.subplots(figsize=(10 if many else 7, 5 if many else 4.5), dpi=120)
     colours = plt.get_cmap("tab20" if many else "tab10")
@@ -40,6 +48,6 @@ def plot_learning_curves(summaries: dict[str, dict[str, Any]], path: str | Path,
         ax.legend(fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format=fmt)
     plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())  # a reader never sees half a PNG
+    return atomic_write_bytes(path, buf.getvalue())  # a reader never sees half an image

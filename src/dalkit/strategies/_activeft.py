@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -47,16 +49,58 @@ def activeft_objective(features: Tensor, centers: Tensor, fixed: Tensor | None, 
     return -match / tau + diversity
 
 
+def activeft_code_objective(features: Tensor, centers: Tensor, fixed: Tensor | None, tau: float,
+                            balance: float = 1.0, chunk: int = 8192) -> Tensor:
+    """The loss of ActiveFT's official code (``ActiveFT_CIFAR.py``, ``SampleModel.get_loss``):
+
+        L = - E_i [ s_i - log( exp(s_i) + balance * sum_j exp(sim(theta_j, theta_{c_i}) / tau) ) ],
+        s_i = max_k sim(f_i, theta_k) / tau,  c_i its argmax,
+
+    where the sum over centres j includes c_i itself and theta_j is detached (the gradient flows through
+    theta_{c_i} only).  Each sample's own nearest-centre similarity is contrasted against every centre's
+    similarity to that centre, unlike the paper's Eq. (a mean of two separate terms, self excluded).
+    ``fixed`` centres join both the nearest-centre search and the sum but are not optimised.
+
+    Args:
+        features: L2-normalised pool features [N, D].
+        centers: optimised centres [B, D] (normalised here).
+        fixed: normalised fixed centres [L, D] or None.
+        tau: temperature; balance: the code's ``balance`` ratio (1.0).
+    Returns:
+        scalar loss (differentiable in ``centers``).
+    """
+    theta = F.normalize(centers, dim=1)
+    every = theta if fixed is None or fixed.shape[0] == 0 else torch.cat([theta, fixed])  # [K, D]
+    cent = every.detach() @ every.T / tau  # [K, K]: row j detached, column k with its gradient
+    log_cent_sum = torch.logsumexp(cent, dim=0) + math.log(balance)  # [K]: log(balance sum_j exp(.))
+    total = features.new_zeros(())
+    for start in range(0, features.shape[0], chunk):  # memory O(chunk * K)
+        pos, k = (features[start:start + chunk] @ every.T / tau).max(dim=1)
+        total = total + (pos - torch.logaddexp(pos, log_cent_sum[k])).sum()
+    return -total / features.shape[0]
+
+
+def initial_centres(n: int, budget: int, generator: torch.Generator) -> Tensor:
+    """``budget`` random positions of ``n`` for the initial centres, from a stream of their own: a
+    generator seeded from the round generator's seed and a fixed salt, so the picks never repeat what
+    ``random`` draws from the round generator itself."""
+    seed = int(np.random.SeedSequence([generator.initial_seed() % 2**63, 0xAC7F7]).generate_state(1)[0])
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:budget]
+
+
 def activeft_select(features: Tensor, fixed: Tensor | None, budget: int, generator: torch.Generator,
-                    tau: float = 0.07, steps: int = 300, lr: float = 1e-3) -> Tensor:
-    """Optimise ``budget`` centres from random samples' features by Adam on :func:`activeft_objective`,
-    then map each centre to its nearest (cosine) not-yet-chosen sample.
+                    tau: float = 0.07, steps: int = 300, lr: float = 1e-3, loss: str = "paper",
+                    balance: float = 1.0) -> Tensor:
+    """Optimise ``budget`` centres from random samples' features by Adam on :func:`activeft_objective`
+    (``loss="paper"``) or :func:`activeft_code_objective` (``loss="code"``), then map each centre to
+    its nearest (cosine) not-yet-chosen sample.
 
     Args:
         features: [N, D] candidate features (any scale; normalised here).
         fixed: [L, D] features of the labeled samples (fixed centres) or None.
         budget: B <= N.
-        generator: seeds the initial centres.
+        generator: the round's generator; the initial centres come from their own stream derived from
+            its seed (:func:`initial_centres`).
     Returns:
         positions [B] into ``features`` (unique).
     """
@@ -65,14 +109,17 @@ def activeft_select(features: Tensor, fixed: Tensor | None, budget: int, generat
         raise ValueError(f"budget must lie in [1, {n}], got {budget}")
     feats = F.normalize(features.float(), dim=1)
     fixed_n = F.normalize(fixed.float(), dim=1) if fixed is not None and fixed.shape[0] else None
-    init = torch.randperm(n, generator=generator)[:budget]
+    init = initial_centres(n, budget, generator)
     centers = feats[init].clone().requires_grad_(True)
     opt = torch.optim.Adam([centers], lr=lr)
     with torch.enable_grad():
         for _ in range(steps):
-            loss = activeft_objective(feats, centers, fixed_n, tau)
+            if loss == "code":
+                value = activeft_code_objective(feats, centers, fixed_n, tau, balance)
+            else:
+                value = activeft_objective(feats, centers, fixed_n, tau)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            value.backward()
             opt.step()
     theta = F.normalize(centers.detach(), dim=1)
     taken = torch.zeros(n, dtype=torch.bool)
@@ -103,6 +150,10 @@ class ActiveFT:
         tau: temperature of the similarities.
         steps, lr: optimisation of the centres.
         use_labeled: labeled samples as fixed centres (True) or the paper's one-shot setting (False).
+        loss: "paper" (the paper's Eq.: nearest-centre match minus centre diversity, self excluded;
+            default) or "code" (the official code's per-sample contrast against all centres, self
+            included, one side detached: :func:`activeft_code_objective`).
+        balance: the code loss's weight on the centre sum (1.0, the code's default).
     """
 
     source: str = "model"
@@ -110,8 +161,15 @@ class ActiveFT:
     steps: int = 300
     lr: float = 1e-3
     use_labeled: bool = True
+    loss: str = "paper"
+    balance: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.loss not in ("paper", "code"):
+            raise ConfigError(f"activeft loss must be 'paper' or 'code', got {self.loss!r}")
+        bad_balance = isinstance(self.balance, bool) or not isinstance(self.balance, int | float)
+        if bad_balance or not self.balance > 0:
+            raise ConfigError(f"activeft balance must be a positive number, got {self.balance!r}")
         if self.source not in ("model", "features"):
             raise ConfigError(f"activeft source must be 'model' or 'features', got {self.source!r}")
         if not self.tau > 0 or not self.lr > 0:
@@ -122,5 +180,6 @@ class ActiveFT:
     def select(self, ctx: QueryContext, budget: int) -> Selection:
         pool = ctx.embeddings("unlabeled", source=self.source)  # [U, D]
         fixed = ctx.embeddings("labeled", source=self.source) if self.use_labeled else None
-        pos = activeft_select(pool, fixed, budget, ctx.generator, self.tau, self.steps, self.lr)
+        pos = activeft_select(pool, fixed, budget, ctx.generator, self.tau, self.steps, self.lr, self.loss,
+                              float(self.balance))
         return Selection(ctx.unlabeled_idx[pos])

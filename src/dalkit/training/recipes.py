@@ -9,6 +9,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from dalkit.data.augment import RA_RANGES
 from dalkit.errors import ConfigError
 from dalkit.registry import Registry
 from dalkit.training.adversarial import fgsm
@@ -96,6 +97,8 @@ def _check_ssl(name: str, r: Any) -> None:
         raise ConfigError(f"{name} fa_queue (T) must be a positive integer, got {r.fa_queue!r}")
     if r.fa_norm not in ("batch", "sample"):
         raise ConfigError(f"{name} fa_norm must be 'batch' or 'sample', got {r.fa_norm!r}")
+    if r.ra_ranges not in RA_RANGES:
+        raise ConfigError(f"{name} ra_ranges must be 'fixmatch' (Table 12) or 'google', got {r.ra_ranges!r}")
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,7 @@ class _SSLRecipe:
     fa_contrastive: float = 0.01
     fa_queue: int = 10
     fa_norm: str = "batch"
+    ra_ranges: str = "fixmatch"
 
     @property
     def unlabeled_ratio(self) -> int:
@@ -187,6 +191,8 @@ class FixMatch(_SSLRecipe):
         mu: unlabeled samples per labeled sample in a batch.
         flip: horizontal flips in the views; None = natural images only (digits are never flipped).
         n_ops: RandAugment ops per strong view.
+        ra_ranges: RandAugment's ranges: "fixmatch" (Table 12: enhancement factors U[0.05, 0.95],
+            posterize 4..7 bits; default) or "google" (RandAugment's 1 +- 0.95 m, 4..8 bits).
         fa: add the feature re-alignment module (method name ``fixmatch+fa``, SSAL section 3.5).
         fa_similarity, fa_contrastive: weights of L_s (Eq. 12) and L_c (Eq. 18).
         fa_queue: T, strong-view features queued per labeled sample (paper default 10, Figure 2).
@@ -205,7 +211,7 @@ class FixMatch(_SSLRecipe):
     def step(self) -> StepFn:
         tau = self.tau
         return ssl_step(lambda p: fixmatch_mask(p, tau), self.lambda_u, bool(self.flip), self.fa_options(),
-                        n_ops=self.n_ops)
+                        n_ops=self.n_ops, ra_ranges=self.ra_ranges)
 
 
 @RECIPES.register("freematch")
@@ -215,17 +221,18 @@ class FreeMatch(_SSLRecipe):
     confidence, scaled per class by the EMA of the class probabilities, Eq. 6-9) and a self-adaptive
     fairness term (Eq. 11).
 
-    Options (FreeMatch section 4: EMA momentum 0.999, w_u = 1, mu = 7; the fairness weight is small
-    and tuned per benchmark in the paper, 0.01 here):
+    Options (FreeMatch section 4: EMA momentum 0.999, w_u = 1, mu = 7; the fairness weight 0.001 of
+    every config the authors ship in microsoft/Semi-supervised-learning):
         momentum: EMA momentum lambda of the thresholds.
         lambda_u: w_u, weight of the unlabeled loss.
         fairness: w_f, weight of the fairness term (0 disables it).
-        mu, flip, n_ops, fa, fa_similarity, fa_contrastive, fa_queue, fa_norm: as for ``fixmatch``.
+        mu, flip, n_ops, ra_ranges, fa, fa_similarity, fa_contrastive, fa_queue, fa_norm: as for
+            ``fixmatch``.
     """
 
     momentum: float = 0.999
     lambda_u: float = 1.0
-    fairness: float = 0.01
+    fairness: float = 0.001
 
     def __post_init__(self) -> None:
         if not 0 <= self.momentum < 1:
@@ -237,7 +244,7 @@ class FreeMatch(_SSLRecipe):
     def step(self) -> StepFn:
         thresholds = FreeMatchThresholds(momentum=self.momentum)
         return ssl_step(thresholds.update, self.lambda_u, bool(self.flip), self.fa_options(), thresholds,
-                        self.fairness, n_ops=self.n_ops)
+                        self.fairness, n_ops=self.n_ops, ra_ranges=self.ra_ranges)
 def prepare_model(recipe: Any, model: nn.Module, image_shape: Sequence[int]) -> nn.Module:
     """The model a recipe trains: ``recipe.prepare(model, image_shape)`` where the recipe adds modules
     (loss prediction), else ``model`` itself.  Call before :func:`fit` builds the optimiser."""

@@ -18,9 +18,11 @@ from dalkit.training.evaluate import accuracy
 
 
 def pgd(model: nn.Module, x: Tensor, y: Tensor, epsilon: float, steps: int = 10,
-        step_size: float | None = None, clip: tuple[float, float] = (0.0, 1.0)) -> Tensor:
+        step_size: float | None = None, clip: tuple[float, float] = (0.0, 1.0),
+        generator: torch.Generator | None = None) -> Tensor:
     """L-infinity projected gradient ascent on the cross-entropy (Madry et al. 2018, Eq. 2 iterated):
-    x_{t+1} = Proj_{||x' - x||_inf <= eps, [0, 1]}(x_t + a sign(grad L(x_t, y))), started at x.
+    x_{t+1} = Proj_{||x' - x||_inf <= eps, [0, 1]}(x_t + a sign(grad L(x_t, y))), started at x, or, with
+    a ``generator``, at a uniform random point of the eps-ball (Madry et al.'s random start).
 
     Starting at x (no random start) keeps the attack deterministic; with ``steps=1`` and ``a = eps`` it
     is exactly FGSM.  The model's mode is left as found (gradients in eval mode).
@@ -28,6 +30,7 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, epsilon: float, steps: int = 10,
     Args:
         x: float inputs [B, C, H, W] in [0, 1]; y: labels [B].
         step_size: a; None = 2.5 eps / steps (Madry et al.).
+        generator: seeds the random start (CPU); None = start at x.
     Returns:
         adversarial inputs [B, C, H, W], detached.
     """
@@ -37,6 +40,9 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, epsilon: float, steps: int = 10,
     x0 = x.detach()
     lo, hi = (x0 - epsilon).clamp(min=clip[0]), (x0 + epsilon).clamp(max=clip[1])
     xt = x0.clone()
+    if generator is not None:
+        noise = (torch.rand(x0.shape, generator=generator) * 2 - 1).to(x0.device, x0.dtype) * epsilon
+        xt = torch.max(torch.min(x0 + noise, hi), lo)
     try:
         with torch.enable_grad():
             for _ in range(steps):
@@ -49,24 +55,44 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, epsilon: float, steps: int = 10,
     return xt.detach()
 
 
+PGD_SEED = 9177  # random starts are the same for every method, seed and round
+
+
 def attack_accuracy(model: nn.Module, images: Tensor, labels: Tensor, attack: str, epsilon: float,
-                    steps: int = 10, batch_size: int = 512, device: torch.device | str = "cpu") -> float:
+                    steps: int = 10, batch_size: int = 512, device: torch.device | str = "cpu",
+                    restarts: int = 0) -> float:
     """Accuracy (fraction) on ``attack`` ("fgsm" or "pgd") counterparts of uint8 ``images``, built with
-    the true labels."""
+    the true labels.
+
+    Args:
+        restarts: PGD only.  0 = one attack started at x (deterministic); k >= 1 = k attacks from
+            random starts in the eps-ball (seeded by ``PGD_SEED``, the restart and the batch), a sample
+            counting as correct only if it resists all k (the worst case, Madry et al.).
+    """
     correct = 0
     for start in range(0, images.shape[0], batch_size):
         x = to_float(images[start:start + batch_size], device)
         y = labels[start:start + batch_size].to(device)
-        x_adv = fgsm(model, x, y, epsilon) if attack == "fgsm" else pgd(model, x, y, epsilon, steps)
+        if attack == "fgsm":
+            advs = [fgsm(model, x, y, epsilon)]
+        elif restarts == 0:
+            advs = [pgd(model, x, y, epsilon, steps)]
+        else:
+            advs = [pgd(model, x, y, epsilon, steps,
+                        generator=torch.Generator().manual_seed(PGD_SEED + 1_000_003 * k + start))
+                    for k in range(restarts)]
+        ok = torch.ones(y.shape[0], dtype=torch.bool, device=y.device)
         with torch.inference_mode():
             model.eval()
-            correct += int((model(x_adv).argmax(1) == y).sum())
+            for x_adv in advs:
+                ok &= model(x_adv).argmax(1) == y
+        correct += int(ok.sum())
     return correct / max(1, images.shape[0])
 
 
 def robust_metrics(model: nn.Module, labels: Tensor, corrupted: dict[str, Tensor], clean_images: Tensor,
                    epsilon: float | None, pgd_steps: int = 10, batch_size: int = 1024,
-                   device: torch.device | str = "cpu") -> dict[str, object]:
+                   device: torch.device | str = "cpu", pgd_restarts: int = 0) -> dict[str, object]:
     """The robustness fields of a round record.
 
     Args:
@@ -75,7 +101,8 @@ def robust_metrics(model: nn.Module, labels: Tensor, corrupted: dict[str, Tensor
         epsilon: attack radius (None: no attacks).
     Returns:
         {"corrupt_acc": {key: acc}, "corrupt_acc_mean": mean over keys} when corruptions are given, and
-        {"fgsm_acc", "pgd_acc", "attack_epsilon", "pgd_steps"} when ``epsilon`` is set.
+        {"fgsm_acc", "pgd_acc", "attack_epsilon", "pgd_steps"} when ``epsilon`` is set (and
+        "pgd_restarts" when PGD starts at random points).
     """
     out: dict[str, object] = {}
     if corrupted:
@@ -86,9 +113,12 @@ def robust_metrics(model: nn.Module, labels: Tensor, corrupted: dict[str, Tensor
         bs = max(1, batch_size // 2)
         out["fgsm_acc"] = attack_accuracy(model, clean_images, labels, "fgsm", epsilon, batch_size=bs,
                                           device=device)
-        out["pgd_acc"] = attack_accuracy(model, clean_images, labels, "pgd", epsilon, pgd_steps, bs, device)
+        out["pgd_acc"] = attack_accuracy(model, clean_images, labels, "pgd", epsilon, pgd_steps, bs, device,
+                                         pgd_restarts)
         out["attack_epsilon"] = epsilon
         out["pgd_steps"] = pgd_steps
+        if pgd_restarts:
+            out["pgd_restarts"] = pgd_restarts
     return out
 
 

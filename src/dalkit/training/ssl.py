@@ -246,6 +246,7 @@ def ssl_step(
     fairness_weight: float = 0.0,
     n_ops: int = 2,
     log: dict[str, float] | None = None,
+    ra_ranges: str = "fixmatch",
 ) -> StepFn:
     """One pseudo-label SSL step (SSAL paper Eq. 2), optionally with FA:
 
@@ -261,6 +262,7 @@ def ssl_step(
         fa: feature re-alignment options, or None (plain SSL).
         fairness: FreeMatch's state, for its fairness term (weight ``fairness_weight``).
         log: if given, receives the latest loss parts (for diagnostics).
+        ra_ranges: RandAugment's ranges in the strong views, "fixmatch" (Table 12) or "google".
     """
     state: dict[str, FeatureQueues] = {}
 
@@ -270,9 +272,9 @@ def ssl_step(
         g = batch.generator
         nl, nu = batch.x_raw.shape[0], batch.u.shape[0]
         views = [weak_view(batch.x_raw, g, flip), weak_view(batch.u, g, flip),
-                 strong_view(batch.u, g, flip, n_ops=n_ops)]
+                 strong_view(batch.u, g, flip, n_ops=n_ops, ranges=ra_ranges)]
         if fa is not None:
-            views.append(strong_view(batch.x_raw, g, flip, n_ops=n_ops))
+            views.append(strong_view(batch.x_raw, g, flip, n_ops=n_ops, ranges=ra_ranges))
         logits, emb, _ = model.forward_all(torch.cat(views))
         logits_l, logits_uw, logits_us = logits[:nl], logits[nl:nl + nu], logits[nl + nu:nl + 2 * nu]
         loss_l = F.cross_entropy(logits_l, batch.y)

@@ -1,0 +1,95 @@
+"""Bad input to `dalkit label`: one line on stderr, exit 2, nothing changed on disk."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dalkit.cli import main
+from dalkit.label import Project
+
+CLASSES = ",".join(str(c) for c in range(10))
+
+
+def tree(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(root.rglob("*"))}
+
+
+@pytest.fixture
+def project(tmp_path, mnist_pngs) -> Path:
+    folder, _ = mnist_pngs
+    assert main(["label", "init", str(tmp_path / "p"), "--images", str(folder), "--classes", CLASSES,
+                 "--initial-size", "10"]) == 0
+    return tmp_path / "p"
+
+
+def refused(argv: list[str], capsys, match: str, root: Path) -> None:
+    before = tree(root)
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("dalkit: error: "), err
+    assert match in err, err
+    assert tree(root) == before
+
+
+def write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+def test_label_files_with_bad_rows_change_nothing(project, tmp_path, capsys):
+    p = Project(project)
+    a, b = p.items[0], p.items[1]
+    cases = {
+        "unknown class 'cat'": f"item,label\n{a.item},3\n{b.item},cat\n",
+        "unknown item 'ffffffffffffffffffff'": f"item,label\n{a.item},3\nffffffffffffffffffff,4\n",
+        "unknown item 'nope.png'": f"path,label\n{a.path},3\nnope.png,4\n",
+        "line 3: duplicate label for item": f"path,label\n{a.path},3\n{a.path},3\n",
+        "line 4: conflicting labels '3' and '5'": f"path,label\n{a.path},3\n{b.path},1\n{a.path},5\n",
+        "needs a header with a label column": f"{a.path},3\n",
+    }
+    for k, (match, text) in enumerate(cases.items()):
+        refused(["label", "import", str(project), write(tmp_path / f"bad{k}.csv", text)], capsys, match,
+                project)
+    assert Project(project).state() == {}
+
+
+def test_bad_init_writes_nothing(tmp_path, mnist_pngs, capsys):
+    folder, _ = mnist_pngs
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.png").write_bytes(b"not a png")
+    (tmp_path / "junk" / "b.txt").write_text("x")
+    for argv, match in [
+        (["--images", str(tmp_path / "empty"), "--classes", CLASSES], "no images in"),
+        (["--images", str(tmp_path / "junk"), "--classes", CLASSES], "no readable image"),
+        (["--images", str(tmp_path / "missing"), "--classes", CLASSES], "does not exist"),
+        (["--images", str(folder), "--classes", "cat,cat"], "--classes repeats cat"),
+        (["--images", str(folder), "--classes", CLASSES, "--method", "nope"], "unknown method 'nope'"),
+        (["--images", str(folder), "--classes", CLASSES, "--budget", "0"], "budget must be a positive"),
+        (["--images", str(folder), "--classes", CLASSES, "--image-size", "0"], "image_size must be a"),
+    ]:
+        refused(["label", "init", str(tmp_path / "proj"), *argv], capsys, match, tmp_path)
+        assert not (tmp_path / "proj").exists()
+
+
+def test_project_commands_refuse_cleanly(project, tmp_path, capsys):
+    refused(["label", "status", str(tmp_path)], capsys, "is not a labeling project", tmp_path)
+    refused(["label", "next", str(project), "--budget", "301"], capsys, "exceeds the 300 unlabeled", project)
+    refused(["label", "export", str(project), "--format", "label-studio", "--out", str(project / "t.json")],
+            capsys, "no batch yet", project)
+    refused(["label", "init", str(project), "--images", str(project), "--classes", "a,b"], capsys,
+            "already a labeling project", project)
+
+
+def test_cli_exit_code_in_a_real_process(project):
+    out = subprocess.run([sys.executable, "-m", "dalkit", "label", "import", str(project),
+                          "/nonexistent.csv"], capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.strip().count("\n") == 0
+    assert "cannot read label file /nonexistent.csv" in out.stderr
