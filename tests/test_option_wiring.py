@@ -52,6 +52,7 @@ _SSL_COMMON = {
     "fa_queue": ({"fa": True, "fa_queue": 10, "fa_contrastive": 0.0}, 1),
     "fa_norm": ({"fa": True, "fa_contrastive": 1.0}, "sample"),
     "lambda_u": ({}, 3.0),
+    "ra_ranges": ({}, "google"),
 }
 RECIPE_VARIANTS["fixmatch"] = {**_SSL_COMMON, "tau": ({"tau": 0.95}, 0.6)}
 RECIPE_VARIANTS["freematch"] = {**_SSL_COMMON, "momentum": ({"momentum": 0.999}, 0.3),
@@ -66,6 +67,8 @@ STRATEGY_VARIANTS: dict[str, dict[str, tuple[dict, object]]] = {
         "steps": ({"steps": 20, "lr": 0.05}, 0),
         "lr": ({"steps": 20, "lr": 0.05}, 0.005),
         "use_labeled": ({"steps": 20, "lr": 0.05}, False),
+        "loss": ({"steps": 20, "lr": 0.05}, "code"),
+        "balance": ({"steps": 20, "lr": 0.05, "loss": "code"}, 5.0),
     },
     "alphamix": {
         "epsilon": ({}, 0.05),

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from dalkit.experiment import ExperimentConfig, run_experiment
 from dalkit.experiment import round as round_module
 from dalkit.experiment.runner import prepare_data
-from dalkit.strategies._activeft import activeft_select
+from dalkit.strategies._activeft import activeft_select, initial_centres
 from dalkit.training import TrainConfig
 
 
@@ -23,7 +23,7 @@ def naive_activeft(features, fixed, budget, seed, tau, steps, lr):
     the centres from random samples' features; each centre then takes its nearest unused sample."""
     feats = [F.normalize(f, dim=0) for f in features.float()]
     fixed = [F.normalize(f, dim=0) for f in fixed.float()] if fixed is not None else []
-    init = torch.randperm(len(feats), generator=torch.Generator().manual_seed(seed))[:budget]
+    init = initial_centres(len(feats), budget, torch.Generator().manual_seed(seed))  # the seeding scheme
     centers = torch.stack([feats[i] for i in init.tolist()]).clone().requires_grad_(True)
     opt = torch.optim.Adam([centers], lr=lr)
     for _ in range(steps):
