@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 MNIST  := $(DATA)/mnist/train-images-idx3-ubyte
 export DALKIT_DATA := $(DATA)
 
-.PHONY: install data demo test lint bench clean chromium
+.PHONY: install data demo test lint bench clean chromium labelstudio test-labelstudio
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,19 @@ chromium: $(CHROMIUM)
 test: install data $(CHROMIUM)
 	$(BIN)/python -m pytest tests
 
+# Label Studio pins its own dependencies (Django, ...): it gets its own virtual environment, and its
+# round-trip test its own target (label-studio-sdk comes with it)
+LS_VENV := .venv-labelstudio
+
+$(LS_VENV)/bin/label-studio:
+	test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/pip install -q --disable-pip-version-check 'label-studio>=1.20'
+
+labelstudio: $(LS_VENV)/bin/label-studio
+
+test-labelstudio: install data labelstudio
+	DALKIT_LABELSTUDIO_VENV=$(LS_VENV) $(BIN)/python -m pytest -m labelstudio tests/label/test_labelstudio.py
+
 lint: install
 	$(BIN)/ruff check src tests benchmarks
 
@@ -66,4 +79,4 @@ bench: install data
 		--budget 50 --rounds 10 --methods $(BENCH_METHODS)
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(LS_VENV) runs .pytest_cache

@@ -407,3 +407,35 @@ def test_npz_kind_float_keeps_image_shaped_floats(tmp_path):
     np.savez(tmp_path / "b.npz", x_train=x, y_train=y, x_test=x[:2], y_test=y[:2], kind="float")
     with pytest.raises(DatasetFormatError, match=r"x_train holds NaN or inf in 1 rows \(first: 2\)"):
         read_npz(tmp_path / "b.npz")
+
+
+@pytest.mark.parametrize("mixing", ["group", "pairs"])
+def test_dm2_mixes_feature_rows_as_the_naive_loop_does(mixing):
+    """The features model on a float pool of rows: DM2's selection is the top-k of the naive per-anchor
+    loop of tests/test_dm2.py, which mixes the rows themselves (Eq. 7 in feature space)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_dm2_tests", Path(__file__).parent / "test_dm2.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rng = np.random.default_rng(1)
+    y = np.repeat(np.arange(3), 30)
+    pool = torch.from_numpy((rng.normal(0, 2, (3, 6))[y] + rng.normal(0, 1, (90, 6))).astype(np.float32))
+    torch.manual_seed(0)
+    model = FeatureMLP(6, 3, *channel_stats(pool), hidden=16, dropout=0.0)
+    lab = torch.tensor([0, 1, 30, 31, 60, 61])
+    fit(model, TrainSet(pool[lab], torch.from_numpy(y)[lab]), supervised_step,
+        TrainConfig(epochs=20, batch_size=6), torch.Generator().manual_seed(0))
+    model.eval()
+
+    def ctx() -> QueryContext:
+        return QueryContext(model, pool, lab, torch.from_numpy(y)[lab], 3, torch.Generator().manual_seed(0))
+
+    dm2 = create_strategy("dm2", n_neighbors=3, mixing=mixing, weights="uniform", lam=0.6, candidates=None)
+    sel = query(dm2, ctx(), 8)
+    c = ctx()
+    naive = [-v for v in module.naive_dm2_confidence(c, 3, mixing, "uniform", 0.6)]
+    by_index = dict(zip(c.unlabeled_idx.tolist(), naive, strict=True))
+    chosen = set(sel.indices.tolist())
+    assert min(by_index[i] for i in chosen) >= max(s for i, s in by_index.items() if i not in chosen) - 1e-6
+    assert max(naive) - min(naive) > 1e-3

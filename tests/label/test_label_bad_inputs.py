@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from dalkit.cli import main
@@ -66,7 +67,13 @@ def test_bad_init_writes_nothing(tmp_path, mnist_pngs, capsys):
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "a.png").write_bytes(b"not a png")
     (tmp_path / "junk" / "b.txt").write_text("x")
+    np.save(tmp_path / "emb.npy", np.zeros((299, 4), np.float32))
+    np.save(tmp_path / "nan.npy", np.full((300, 4), np.nan, np.float32))
     for argv, match in [
+        (["--images", str(folder), "--classes", CLASSES, "--features", str(tmp_path / "emb.npy")],
+         "has 299 rows but the source lists 300 images"),
+        (["--images", str(folder), "--classes", CLASSES, "--features", str(tmp_path / "nan.npy")],
+         "300 rows hold NaN or inf"),
         (["--images", str(tmp_path / "empty"), "--classes", CLASSES], "no images in"),
         (["--images", str(tmp_path / "junk"), "--classes", CLASSES], "no readable image"),
         (["--images", str(tmp_path / "missing"), "--classes", CLASSES], "does not exist"),

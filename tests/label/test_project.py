@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from dalkit.errors import LabelError
@@ -170,3 +171,38 @@ def test_ood_items_are_never_trained_on_nor_offered_again(tmp_path, mnist_pngs, 
     assert st["labeled"] == 17 and st["ood"] == 3 and st["unlabeled"] == 280 and st["rounds"] == 1
     with pytest.raises(LabelError, match="unknown class 'cat'"):
         p.label(second["items"][0], "cat")
+
+
+def test_features_project_trains_the_mlp_head_on_the_users_rows(tmp_path, mnist_pngs, monkeypatch):
+    folder, labels = mnist_pngs
+    rng = np.random.default_rng(0)
+    # the user's embeddings: a random projection of each file's pixels (one row per sorted file)
+    proj = rng.standard_normal((784, 32)).astype(np.float32)
+    files = sorted(folder.glob("*.png"))
+    emb = np.stack([np.asarray(Image.open(f), np.float32).reshape(-1) / 255 @ proj for f in files])
+    np.save(tmp_path / "emb.npy", emb)
+    p = Project.create(tmp_path / "p", folder, CLASSES, features=tmp_path / "emb.npy", initial_size=20,
+                       budget=10, method="margin", model_options={"hidden": 16}, train={"epochs": 2})
+    assert p.config.model == "features" and p.config.features
+    assert np.array_equal(p.pool().numpy(), emb)  # manifest order = sorted files here
+    first = p.next_batch()
+    for item in first["items"]:
+        p.label(item, str(labels[p.index[item]]))
+    import dalkit.experiment.round as round_module
+
+    built = {}
+    real = round_module.train_round
+
+    def spy(spec, recipe, cfg, images, *a, **kw):
+        built["pool"] = images
+        model, stats, secs = real(spec, recipe, cfg, images, *a, **kw)
+        built["model"] = model
+        return model, stats, secs
+
+    monkeypatch.setattr(round_module, "train_round", spy)
+    second = p.next_batch()
+    from dalkit.models.features import FeatureMLP
+
+    assert isinstance(built["model"], FeatureMLP) and built["model"].hidden == 16
+    assert built["pool"].shape == (300, 32) and built["pool"].dtype == torch.float32
+    assert second["round"] == 0 and len(second["items"]) == 10

@@ -44,9 +44,10 @@ def _cmd_init(args: argparse.Namespace) -> int:
         options["train"] = train
     options["strategy_options"] = _yaml_pairs(args.option, "--option")
     options["recipe_options"] = _yaml_pairs(args.recipe_option, "--recipe-option")
+    options["model_options"] = _yaml_pairs(args.model_option, "--model-option")
     project = Project.create(args.project, args.images, args.classes, labels_file=args.labels,
                              image_size=args.image_size, channels=args.channels, family=args.family,
-                             **options)
+                             features=args.features, **options)
     st = project.status()
     print(f"{args.project}: {st['items']} items ({project.config.channels}x{project.config.image_size}x"
           f"{project.config.image_size}), {len(project.classes)} classes, {st['labeled']} labeled, "
@@ -145,7 +146,12 @@ def add_label_parser(sub: Any) -> None:
     i.add_argument("--images", required=True, help="folder, .csv of paths, .npy/.npz uint8 array, IDX file")
     i.add_argument("--classes", required=True, help="comma-separated class names")
     i.add_argument("--labels", help="CSV of labels already known (item or path, label)")
-    i.add_argument("--model", help="model name (default cnn)")
+    i.add_argument("--model", help="model name or package.module:builder (default cnn; features with "
+                   "--features)")
+    i.add_argument("--features", help=".npy [N, D] embeddings, one row per listed image: the model trains "
+                   "on them (the features MLP head by default)")
+    i.add_argument("--model-option", action="append", metavar="KEY=VALUE",
+                   help="model option, e.g. hidden=256, depth=1 for features")
     i.add_argument("--method", help="AL method (default alphamix; see the README)")
     i.add_argument("--image-size", type=int, help="model input side (default 28 for cnn, else 32)")
     i.add_argument("--channels", type=int, choices=[1, 3], help="default: 1 if every image is grey")

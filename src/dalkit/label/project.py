@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from dalkit.checks import short
-from dalkit.data import CIFAR_FGSM_EPSILON, channel_stats
+from dalkit.data import CIFAR_FGSM_EPSILON, channel_stats, to_float
 from dalkit.errors import BudgetError, ConfigError, LabelError, OutputError
 from dalkit.experiment.methods import resolve_method
 from dalkit.experiment.round import ModelSpec, initial_labeled, run_round
@@ -106,6 +106,8 @@ class ProjectConfig:
     val_fraction: float = 0.0
     subset: int | None = None
     device: str = "cpu"
+    features: bool = False  # the model's input is features.npy (user embeddings), not the image cache
+    model_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     train: dict[str, Any] = dataclasses.field(default_factory=dict)
     strategy_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     recipe_options: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -184,15 +186,20 @@ class Project:
         self.journal = Journal(self.path / "journal.jsonl")
         self.rounds_path = self.path / "rounds.jsonl"
         self._images: torch.Tensor | None = None
+        self._features: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ creation and scanning
     @classmethod
     def create(cls, path: str | Path, source: str | Path, classes: str | list[str], *,
                labels_file: str | Path | None = None, image_size: int | None = None,
-               channels: int | None = None, family: str | None = None, **options: Any) -> Project:
+               channels: int | None = None, family: str | None = None,
+               features: str | Path | None = None, **options: Any) -> Project:
         """Scan ``source``, build the cache and write a new project at ``path``; ``labels_file`` (CSV:
-        item or path, label) adds labels already known.  Everything is checked before ``path`` is
-        created: a refused call leaves the disk as it was.
+        item or path, label) adds labels already known; ``features`` (a ``.npy`` [N, D], one row per
+        listed image in the source's order: sorted paths, CSV rows or array rows) makes the model train
+        on those embeddings (the ``features`` MLP head unless ``model`` names another) instead of the
+        pixels.  Everything is checked before ``path`` is created: a refused call leaves the disk as it
+        was.
 
         Raises:
             ConfigError, LabelError, DatasetNotFoundError, DatasetFormatError, OutputError.
@@ -208,15 +215,21 @@ class Project:
         src = list_source(source)
         ch = channels if channels is not None else (1 if src.grey else 3)
         fam = family or ("digits" if ch == 1 else "natural")
+        if features is not None:
+            options.setdefault("model", "features")
         model = options.get("model", "cnn")
         size = image_size if image_size is not None else (28 if model == "cnn" else 32)
-        config = ProjectConfig(tuple(names), image_size=size, channels=ch, family=fam, **options)
+        config = ProjectConfig(tuple(names), image_size=size, channels=ch, family=fam,
+                               features=features is not None, **options)
+        rows = _load_feature_rows(features, len(src.entries), src) if features is not None else None
         labels_rows = _read_label_csv(labels_file) if labels_file is not None else None
         tmp = path.parent / f".{path.name}.init-{os.getpid()}"
         try:
             ensure_dir(tmp)
             items, skipped = build_cache(src, ch, size, tmp / "cache-0.u8")
             _write_manifest(tmp, "cache-0.u8", items, skipped)
+            if rows is not None:
+                _save_features(tmp / "features.npy", rows, src, items)
             atomic_write_text(tmp / PROJECT_FILE, json.dumps(
                 {"version": VERSION, "config": config.to_json(),
                  "source": {"kind": src.kind, "path": str(Path(source).resolve())}}, indent=2))
@@ -235,19 +248,23 @@ class Project:
 
     def _check_model(self) -> None:
         """Build the model and run one image through it (a size it cannot take is refused now)."""
-        images = self.images()
+        pool = self.pool()
+        what = (f"features of width {pool.shape[1]}" if self.config.features else
+                f"{self.config.channels}x{self.config.image_size}x{self.config.image_size} images")
         try:
-            model = self.model_spec(images[:1]).build(images.shape[1:]).eval()
+            model = self.model_spec().build(pool.shape[1:], to_float(pool[:2])).eval()
             with torch.inference_mode():
-                model(images[:1].float() / 255)
+                model(to_float(pool[:1]))
         except (RuntimeError, ValueError) as exc:
-            raise ConfigError(f"model {self.config.model!r} cannot take {self.config.channels}x"
-                              f"{self.config.image_size}x{self.config.image_size} images: "
-                              f"{short(str(exc).splitlines()[0])[1:-1]}; set --image-size") from None
+            raise ConfigError(f"model {self.config.model!r} cannot take {what}: "
+                              f"{short(str(exc).splitlines()[0])[1:-1]}") from None
 
     def rescan(self) -> dict[str, int]:
         """Re-read the source: new images become items, removed ones leave the manifest, a changed
         file is a new item; the journal (every label) is untouched.  Returns counts."""
+        if self.config.features:
+            raise LabelError("this project trains on --features rows: a re-scan would leave new images "
+                             "without features; create a new project with the new features")
         src: Source = list_source(self.source["path"])
         old = self.images()
         gen = int(self.cache_file.stem.split("-")[1]) + 1
@@ -287,10 +304,20 @@ class Project:
             self._images = torch.from_numpy(arr)
         return self._images
 
-    def model_spec(self, images: torch.Tensor | None = None) -> ModelSpec:
-        images = self.images() if images is None else images
-        mean, std = channel_stats(self.images()[: min(len(self.items), 10000)])
-        return ModelSpec(self.config.model, len(self.classes), mean, std)
+    def pool(self) -> torch.Tensor:
+        """What the model takes: the image cache, or the user's features [N, D] (memory-mapped)."""
+        if not self.config.features:
+            return self.images()
+        if getattr(self, "_features", None) is None:
+            self._features = torch.from_numpy(np.load(self.path / "features.npy", mmap_mode="c"))
+        return self._features
+
+    def model_spec(self) -> ModelSpec:
+        """The round's model: the pool's statistics as the runner computes them (first 10,000)."""
+        pool = self.pool()
+        mean, std = channel_stats(pool[: min(len(self.items), 10000)])
+        return ModelSpec(self.config.model, len(self.classes), mean, std, None,
+                         dict(self.config.model_options), self.config.features)
 
     def is_validation(self, item: str) -> bool:
         """A fixed fraction of items (by their hash) are held out for the model's accuracy."""
@@ -500,8 +527,8 @@ class Project:
                 if size > free:
                     raise BudgetError(f"budget {size} exceeds the {free} unlabeled items; use --budget "
                                       f"{free}" if free else "every item is labeled: nothing to query")
-                images = self.images()
-                spec = self.model_spec(images)
+                images = self.pool()
+                spec = self.model_spec()
                 adv_index, adv_images = self._counterparts(view)
                 val = view["val"]
 
@@ -522,7 +549,7 @@ class Project:
                 logits, _ = predict(model, images[picked], config.train_config().eval_batch_size)
                 probs = torch.softmax(logits, 1)
                 guess, conf = probs.argmax(1).tolist(), [round(float(p), 4) for p in probs.max(1).values]
-                counter = config.recipe().counterparts(model, images[picked].float().div(255),
+                counter = config.recipe().counterparts(model, to_float(images[picked]),
                                                        torch.tensor(guess, dtype=torch.long))
                 if counter is not None:
                     buf = io.BytesIO()
@@ -699,6 +726,41 @@ def _read_label_csv(file: str | Path) -> list[tuple[int, str, str]]:
                                      f"{len(header)}")
         out.append((line, row[ki].strip(), row[li].strip()))
     return out
+
+
+def _load_feature_rows(path: str | Path, n_entries: int, src: Source) -> np.ndarray:
+    """A user's embeddings, one finite row per listed source entry.
+
+    Raises:
+        LabelError: not a numeric 2-D .npy, the wrong number of rows, NaN/inf.
+    """
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else short(str(exc))[1:-1]
+        raise LabelError(f"cannot read --features {path}: {reason}") from None
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf" or arr.ndim != 2 or not arr.shape[1]:
+        shape = getattr(arr, "shape", "an .npz archive")
+        raise LabelError(f"--features {path} must be one numeric .npy array [N, D], got {shape}")
+    if arr.shape[0] != n_entries:
+        order = {"folder": "the sorted image files", "csv": "the CSV's rows", "array": "the array's rows",
+                 "idx": "the IDX file's rows"}[src.kind]
+        raise LabelError(f"--features {path} has {arr.shape[0]} rows but the source lists {n_entries} "
+                         f"images; give one row per image, in the order of {order}")
+    bad = ~np.isfinite(np.asarray(arr, dtype=np.float64)).all(1)
+    if bad.any():
+        raise LabelError(f"--features {path}: {int(bad.sum())} rows hold NaN or inf (first: row "
+                         f"{int(bad.argmax())})")
+    return arr
+
+
+def _save_features(out: Path, rows: np.ndarray, src: Source, items: list[Item]) -> None:
+    """features.npy in manifest order (rows of skipped or duplicate entries dropped)."""
+    position = {e: k for k, e in enumerate(src.entries)}
+    keep = np.array([position[it.path] for it in items], dtype=np.int64)
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(rows[keep], dtype=np.float32))
+    atomic_write_bytes(out, buf.getvalue())
 
 
 def _write_manifest(folder: Path, cache: str, items: list[Item], skipped: list[tuple[str, str]]) -> None:

@@ -17,16 +17,17 @@ if TYPE_CHECKING:
 
 def project_embeddings(project: Project) -> np.ndarray:
     """[N, D] float: the last round's model embeddings of the pool, or its pixels before any round."""
-    images = project.images()
+    images = project.pool()
     model_file = project.path / "model.pt"
     if model_file.exists():
         from dalkit.training.evaluate import predict
 
-        model = project.model_spec(images).build(images.shape[1:])
+        model = project.model_spec().build(images.shape[1:])
         model.load_state_dict(torch.load(model_file, weights_only=True), strict=False)
         _, emb = predict(model, images, 1024, with_embeddings=True)
         return emb.numpy()
-    return images.reshape(len(images), -1).numpy().astype(np.float32) / 255
+    flat = images.reshape(len(images), -1).numpy().astype(np.float32)
+    return flat if project.config.features else flat / 255
 
 
 def project_map_png(project: Project) -> bytes:

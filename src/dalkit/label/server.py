@@ -17,10 +17,11 @@ import time
 import traceback
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from dalkit.checks import short
@@ -130,7 +131,10 @@ def create_app(project_dir: str | Path, token: str, static_dir: Path = STATIC) -
                 "val_acc": batch.get("val_acc")}
 
     async def index(request: Request) -> Response:
-        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+        # the script is fetched with the token too (every path needs it)
+        html = (static_dir / "index.html").read_text(encoding="utf-8").replace(
+            'src="static/app.js"', f'src="static/app.js?token={quote(token)}"')
+        return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
     async def static(request: Request) -> Response:
         name = request.path_params["path"]

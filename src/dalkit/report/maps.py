@@ -41,7 +41,7 @@ def map_figure(xy: np.ndarray, groups: list[tuple[str, np.ndarray, str, str]], t
         if mask.any():
             size = 4 if name.startswith("unlabeled") else 14
             ax.scatter(xy[mask, 0], xy[mask, 1], s=size, c=[colour], marker=marker,
-                       label=f"{name} ({int(mask.sum())})", linewidths=0,
+                       label=f"{name} ({int(mask.sum())})", linewidths=1.5 if marker == "x" else 0,
                        alpha=0.35 if name.startswith("unlabeled") else 0.9)
     ax.set_title(title)
     ax.set_xticks([])

@@ -20,7 +20,20 @@ function api(path, body) {
 
 function say(text) { document.getElementById("message").textContent = text || ""; }
 
-function keyOf(i) { return i < 9 ? String(i + 1) : (i === 9 ? "0" : ""); }
+// keys: the class names themselves when every name is one distinct character (digits 0-9), else
+// 1..9, 0 by position
+function ownKeys() {
+  const c = state.classes;
+  return c.every((n) => n.length === 1 && n !== "u" && n !== "x") && new Set(c).size === c.length;
+}
+function keyOf(i) {
+  if (ownKeys()) return state.classes[i];
+  return i < 9 ? String(i + 1) : (i === 9 ? "0" : "");
+}
+function classOfKey(key) {
+  for (let k = 0; k < state.classes.length; k++) if (keyOf(k) === key) return k;
+  return -1;
+}
 
 function render() {
   const grid = document.getElementById("grid");
@@ -179,10 +192,11 @@ document.addEventListener("keydown", (e) => {
   const i = state.focus;
   if (e.key === "u") { undo(); e.preventDefault(); return; }
   if (e.key === "x") { markOod(i); e.preventDefault(); return; }
-  if (e.key === "ArrowRight" || e.key === "ArrowDown") { setFocus(Math.min(i + 1, state.batch.items.length - 1)); e.preventDefault(); return; }
+  const last = state.batch.items.length - 1;
+  if (e.key === "ArrowRight" || e.key === "ArrowDown") { setFocus(Math.min(i + 1, last)); e.preventDefault(); return; }
   if (e.key === "ArrowLeft" || e.key === "ArrowUp") { setFocus(Math.max(i - 1, 0)); e.preventDefault(); return; }
-  const k = e.key === "0" ? 9 : "123456789".indexOf(e.key);
-  if (k >= 0 && k < state.classes.length) { labelItem(i, state.classes[k]); e.preventDefault(); }
+  const k = classOfKey(e.key);
+  if (k >= 0) { labelItem(i, state.classes[k]); e.preventDefault(); }
 });
 
 load();
