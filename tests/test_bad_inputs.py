@@ -66,9 +66,9 @@ def _npz(t: Path) -> None:
     np.savez(t / "f.npz", a=np.zeros((N_DIGITS, 4), np.float32))
 
 
-def _edit_rounds(edit: Callable[[list[dict]], list]) -> Callable[[Path], None]:
+def _edit_rounds(edit: Callable[[list[dict]], list], run: str = "out") -> Callable[[Path], None]:
     def setup(t: Path) -> None:
-        path = t / "out" / "rounds.jsonl"
+        path = t / run / "rounds.jsonl"
         recs = [json.loads(line) for line in path.read_text().splitlines()]
         path.write_text("".join(json.dumps(r) + "\n" for r in edit(recs)))
     return setup
@@ -102,6 +102,32 @@ def _append_rounds(data: bytes) -> Callable[[Path], None]:
         with open(t / "out" / "rounds.jsonl", "ab") as fh:
             fh.write(data)
     return setup
+
+
+ROBUST = ("--attack-epsilon", "0.1", "--pgd-steps", "2", "--test-corruptions", "gaussian_noise:1",
+          "--open-set-fraction", "0.5")
+
+
+def RB(*extra: str) -> list[str]:
+    """``dalkit run`` of the completed robust, open-set run in ``{T}/rob`` (FGSM/PGD, a corrupted test set,
+    half the pool out-of-distribution), with ``extra`` flags appended."""
+    return R(*ROBUST, "--out", "{T}/rob", *extra)
+
+
+def REP(run: str = "rob") -> list[str]:
+    return ["report", "{T}/" + run, "--plot", "{T}/p.png"]
+
+
+def _rob(**kw) -> Callable[[Path], None]:
+    """Set fields of every round of the robust run (a value None deletes the field)."""
+    return _edit_rounds(lambda rs: [{k: v for k, v in (r | kw).items() if v is not None or k not in kw}
+                                    for r in rs], "rob")
+
+
+def _rob_first(**kw) -> Callable[[Path], None]:
+    """Set (None: delete) fields of the robust run's first round only."""
+    return _edit_rounds(lambda rs: [{k: v for k, v in (rs[0] | kw).items() if v is not None or k not in kw},
+                                    *rs[1:]], "rob")
 
 
 ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(  # 9**9 values, a few hundred bytes
@@ -342,6 +368,69 @@ CORPUS: list[tuple[str, Callable[[Path], None] | None, list[str], str]] = [
     ("resume-garbage-json-last-line", _append_rounds(b'{"seed": 0, "round": 2,\n'), R(), "line 3 is corrupt"),
     ("report-garbage-last-line", _append_rounds(b"\x00\x00garbage\n"),
      ["report", "{T}/out", "--plot", "{T}/p.png"], "line 3 is corrupt"),
+    # --- issue 16, section 3: one entry per class of bad input met by the second hostile pass
+    # presets and empty values
+    ("config-preset-list", _write("c.yaml", "preset: [dm2-paper]\n"), CFG(), "unknown preset"),
+    ("config-preset-map", _write("c.yaml", "preset: {dm2-paper: 1}\n"), CFG(), "unknown preset"),
+    ("preset-empty", None, R("--preset", ""), "--preset expects a value"),
+    ("corruptions-empty", None, R("--test-corruptions", ""), "--test-corruptions expects a value"),
+    ("corruptions-only-commas", None, R("--test-corruptions", ","), "no empty entry"),
+    ("corruptions-hole", None, R("--test-corruptions", "fog:1,,fog:2"), "no empty entry"),
+    ("config-path-empty", None, ["run", "", *BASE], "config expects a value"),
+    ("report-plot-empty", None, ["report", "{T}/out", "--plot", " "], "--plot expects a value"),
+    ("dataset-blank", None, R("--dataset", "  "), "--dataset expects a value"),
+    # settings that act only through another one
+    ("open-set-source-without-fraction", None, R("--open-set-source", "photos"), "needs an open-set pool"),
+    ("open-set-oracle-without-fraction", None, R("--open-set-oracle", "random-label"),
+     "needs an open-set pool"),
+    ("config-open-set-oracle-without-fraction", _write("c.yaml", "open_set_oracle: random-label\n"), CFG(),
+     "needs an open-set pool"),
+    ("pgd-steps-without-epsilon", None, R("--pgd-steps", "3"), "needs attack_epsilon"),
+    # contradictions between a method's name and other flags
+    ("ssl-method-recipe-contradiction", None, R("--method", "fixmatch:random", "--recipe", "supervised"),
+     "trains with 'fixmatch'"),
+    ("ssl-fa-option-contradiction", None, R("--method", "fixmatch+fa:random", "--recipe-option", "fa=false"),
+     "by its name"),
+    ("config-ssl-recipe-contradiction", _write("c.yaml", "method: freematch:margin\nrecipe: adversarial\n"),
+     CFG("--method"), "trains with 'freematch'"),
+    # what cannot be served
+    ("open-set-fraction-near-one", None, R("--open-set-fraction", "0.999"), "open_set_fraction"),
+    ("imbalance-empties-classes", None, R("--imbalance-ratio", "1e9"), "empties the tail classes"),
+    ("imbalance-just-too-large", None, R("--imbalance-ratio", "200"), "at most"),
+    ("ssl-unlabeled-pool-runs-out", None,
+     NEW("--method", "fixmatch:random", "--pool-size", "20", "--rounds", "2"), "leaves none"),
+    ("features-beyond-float32", _npy("f.npy", np.full((N_DIGITS, 4), 1e300)),
+     R("--method", "coreset", "--option", "source=features", "--features", "{T}/f.npy"), "float32"),
+    # sizes whose memory no machine holds: refused from the estimate, before anything is allocated
+    ("lplgrad-hidden-huge", None, NEW("--method", "lplgrad", "--recipe-option", "hidden=1000000000"),
+     "(hidden)"),
+    ("fa-queue-huge", None, NEW("--method", "fixmatch+fa:random", "--recipe-option", "fa_queue=1000000000"),
+     "(fa_queue)"),
+    ("ssl-mu-huge", None, NEW("--method", "fixmatch:random", "--recipe-option", "mu=1000000000"), "mu)"),
+    # damaged round records: every field type- and range-checked, in report and on resume
+    ("report-robust-word", _rob(corrupt_acc_mean="abc"), REP(), "corrupt_acc_mean"),
+    ("report-robust-list", _rob(fgsm_acc=[0.5]), REP(), "fgsm_acc"),
+    ("report-robust-null", _edit_rounds(lambda rs: [r | {"pgd_acc": None} for r in rs], "rob"), REP(),
+     "pgd_acc"),
+    ("report-robust-bool", _rob(fgsm_acc=True), REP(), "fgsm_acc"),
+    ("report-robust-nan", _rob(fgsm_acc=float("nan")), REP(), "fgsm_acc"),
+    ("report-robust-minus-inf", _rob(corrupt_acc_mean=float("-inf")), REP(), "corrupt_acc_mean"),
+    ("report-robust-above-one", _rob(fgsm_acc=7.5), REP(), "accuracy in [0, 1]"),
+    ("report-corrupt-acc-not-mapping", _rob(corrupt_acc=[0.5]), REP(), "corrupt_acc"),
+    ("report-column-missing-in-one-round", _rob_first(fgsm_acc=None), REP(), "lacks 'fgsm_acc'"),
+    ("report-train-s-missing", _rob(train_s=None), REP(), "train_s"),
+    ("report-query-s-word", _rob(query_s="fast"), REP(), "query_s"),
+    ("report-ood-count-word", _rob(n_ood_labeled="3"), REP(), "n_ood_labeled"),
+    ("report-ood-count-negative", _rob(n_ood_labeled=-2), REP(), "n_ood_labeled"),
+    ("report-ood-selected-beyond-picks", _rob_first(n_ood_selected=999), REP(), "more than its selected"),
+    ("report-epsilon-word", _rob(attack_epsilon="big"), REP(), "attack_epsilon"),
+    ("resume-robust-word", _rob(corrupt_acc_mean="abc"), RB(), "corrupt_acc_mean"),
+    ("resume-robust-nan", _rob_first(fgsm_acc=float("nan")), RB(), "fgsm_acc"),
+    ("resume-train-s-missing", _rob(train_s=None), RB(), "train_s"),
+    ("resume-query-s-word", _rob(query_s="1"), RB(), "query_s"),
+    ("resume-ood-selected-beyond-picks", _rob_first(n_ood_selected=999), RB(), "more than its selected"),
+    ("resume-ood-count-disagrees", _rob_first(n_ood_selected=0, n_ood_labeled=3), RB(), "give"),
+    ("resume-robust-column-absent", _rob(fgsm_acc=None, pgd_acc=None), RB(), "lacks 'fgsm_acc'"),
     ("resume-too-many-rounds", _edit_rounds(lambda rs: rs + [_set(rs[-1], round=2, selected=[])]), R(),
      "more than"),
 ]
@@ -355,6 +444,14 @@ def completed(tmp_path_factory, digits) -> Path:
                            train=TrainConfig(epochs=1, batch_size=32, min_steps=2), device="cpu")
     run_experiment(cfg, run_dir, splits=digits, progress=False)
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def completed_robust(tmp_path_factory) -> Path:
+    """A finished robust, open-set digits run (the one :func:`RB` describes) to copy into each test."""
+    root = tmp_path_factory.mktemp("completed_robust")
+    assert main([a.replace("{T}", str(root)) for a in RB()]) == 0
+    return root / "rob"
 
 
 def snapshot(root: Path) -> dict[str, bytes | None]:
@@ -371,8 +468,9 @@ def test_the_corpus_is_large_and_distinct():
 
 
 @pytest.mark.parametrize(("setup", "argv", "expected"), [c[1:] for c in CORPUS], ids=[c[0] for c in CORPUS])
-def test_bad_input(capsys, tmp_path, completed, setup, argv, expected):
+def test_bad_input(capsys, tmp_path, completed, completed_robust, setup, argv, expected):
     shutil.copytree(completed, tmp_path / "out")
+    shutil.copytree(completed_robust, tmp_path / "rob")
     if setup is not None:
         setup(tmp_path)
     before = snapshot(tmp_path)

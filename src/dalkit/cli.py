@@ -80,10 +80,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if not all(methods):
             raise ConfigError(f"--method expects a name or a comma-separated list, got {short(args.method)}")
         values["method"] = methods if len(methods) != 1 else methods[0]
-    if args.preset:
+    if args.preset is not None:
         values["preset"] = args.preset
-    if args.test_corruptions:
-        values["test_corruptions"] = [c.strip() for c in args.test_corruptions.split(",") if c.strip()]
+    if args.test_corruptions is not None:
+        items = [c.strip() for c in args.test_corruptions.split(",")]
+        if not all(items):
+            raise ConfigError(f"--test-corruptions expects NAME:SEVERITY,... with no empty entry, got "
+                              f"{short(args.test_corruptions)}")
+        values["test_corruptions"] = items
+    for flag, dest in (("--open-set-source", "open_set_source"), ("--open-set-oracle", "open_set_oracle")):
+        if getattr(args, dest) is not None and not values.get("open_set_fraction"):
+            raise ConfigError(f"{flag} needs an open-set pool: add --open-set-fraction (above 0)")
     if args.seeds is not None:
         try:
             values["seeds"] = [int(s) for s in args.seeds.split(",")]
@@ -187,11 +194,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from dalkit.report import plot_format, plot_learning_curves, runs_table
 
     plot = Path(args.plot) if args.plot else Path(args.run_dirs[0]).parent / "learning_curves.png"
-    for path in (plot, Path(args.markdown) if args.markdown else None):  # before anything is written
+    for path in (plot, Path(args.markdown) if args.markdown else None,
+                 Path(args.map) if args.map else None):  # before anything is written
         if path is not None:
             check_writable(path)
     plot_format(plot)  # .png, .pdf or .svg
     table, summaries = runs_table(args.run_dirs)
+    if args.map:
+        from dalkit.report.maps import run_map
+
+        run_map(args.run_dirs[0], args.map)
+        print(f"selection map: {args.map}", file=sys.stderr)
     if args.markdown:
         atomic_write_text(args.markdown, table + "\n")
     plot_learning_curves(summaries, plot)
@@ -287,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--plot", help="learning-curve image, .png, .pdf or .svg (default: "
                      "learning_curves.png next to the first run directory)")
     rep.add_argument("--markdown", help="also write the table to this file")
+    rep.add_argument("--map", help="PNG: the first run's selection map (PCA of the pool, picks by round)")
     rep.set_defaults(func=_cmd_report)
 
     f = sub.add_parser("fetch", help="download a dataset into the data root (checksummed)")
@@ -305,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        _refuse_empty_values(args)
         logging.basicConfig(level=logging.WARNING, format="%(message)s")
         return int(args.func(args) or 0)
     except DalkitError as exc:
@@ -331,6 +346,20 @@ def _interrupts_ignored() -> typing.Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _refuse_empty_values(args: argparse.Namespace) -> None:
+    """Every value given on the command line must say something: an empty or blank string (``--preset
+    ''``, ``--plot ''``, a config path '') would otherwise read as "not given" and be ignored.
+
+    Raises:
+        ConfigError: names the flag.
+    """
+    for dest, value in vars(args).items():
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, str) and not v.strip() for v in values):
+            flag = dest if dest in ("config", "run_dirs", "name") else "--" + dest.replace("_", "-")
+            raise ConfigError(f"{flag} expects a value, got an empty string")
 
 
 def _fail(message: str) -> int:

@@ -13,7 +13,7 @@ import yaml
 from dalkit.checks import check_field_types, count_values, short, yaml_load
 from dalkit.data import DATASETS
 from dalkit.errors import ConfigError
-from dalkit.experiment.methods import resolve_method
+from dalkit.experiment.methods import check_training_overrides, resolve_method
 from dalkit.experiment.presets import apply_preset
 from dalkit.experiment.robustness import check_robustness_fields
 from dalkit.models import check_model_name
@@ -121,6 +121,7 @@ class ExperimentConfig:
         DATASETS.get(self.dataset)
         check_model_name(self.model)
         resolve_method(self.method)
+        check_training_overrides(self.method, self.recipe, self.recipe_options)
         check_field_types(self)
         for name in ("initial_size", "budget"):
             value = getattr(self, name)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dalkit.checks import short
-from dalkit.errors import UnknownNameError
+from dalkit.errors import ConfigError, UnknownNameError
 from dalkit.strategies import STRATEGIES
 from dalkit.training.recipes import RECIPES
 
@@ -62,6 +62,33 @@ def resolve_method(name: str) -> MethodSpec:
     valid = ", ".join(method_names())
     raise UnknownNameError(f"unknown method {short(name)}; valid method names: {valid}, or "
                            f"TRAINING:STRATEGY with TRAINING one of {', '.join(training_names())}")
+
+
+def check_training_overrides(method: str, recipe: Any, recipe_options: Any) -> None:
+    """Refuse settings that contradict the training a ``TRAINING:STRATEGY`` method names: ``--recipe``
+    naming another recipe (``fixmatch:random`` with ``recipe: supervised``), or a recipe option the name
+    fixes set otherwise (``fixmatch+fa:random`` with ``fa: false``).  A registered method's recipe and
+    options are defaults, which ``recipe`` and ``recipe_options`` may override (``dm2-at`` with
+    ``recipe: supervised`` is DM2's ablation).
+
+    Raises:
+        ConfigError: names both settings.
+    """
+    if not isinstance(method, str) or method in METHODS or ":" not in method:
+        return
+    training = method.partition(":")[0]
+    base, fixed = resolve_training(training)
+    if recipe is not None and recipe != base:
+        raise ConfigError(f"method {method!r} trains with {training!r} but recipe is {short(recipe)}; drop "
+                          f"the recipe or name the training in the method ({short(recipe)[1:-1]}:"
+                          f"{method.partition(':')[2]})")
+    if isinstance(recipe_options, dict):
+        for key, value in fixed.items():
+            if key in recipe_options and recipe_options[key] != value:
+                other = base if key == "fa" else training
+                raise ConfigError(f"method {method!r} sets the recipe option {key}={value} by its name but "
+                                  f"recipe_options sets {key}={short(recipe_options[key])}; drop the option "
+                                  f"or use the method {other + ':' + method.partition(':')[2]!r}")
 
 
 def resolve_training(training: str) -> tuple[str, dict[str, Any]]:

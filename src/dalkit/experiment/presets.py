@@ -155,8 +155,10 @@ def apply_preset(values: dict[str, Any], name: str | None = None) -> dict[str, A
     values.pop("preset", None)
     if name is None:
         return values
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; valid presets: {', '.join(sorted(PRESETS))}")
+    if not isinstance(name, str) or name not in PRESETS:  # a YAML list or mapping is no name either
+        from dalkit.checks import short
+
+        raise ConfigError(f"unknown preset {short(name)}; valid presets: {', '.join(sorted(PRESETS))}")
     return PRESETS[name](values)
 
 

@@ -18,6 +18,11 @@ if TYPE_CHECKING:
     from dalkit.experiment.config import ExperimentConfig
 
 OPEN_SET_ORACLES = ("discard", "random-label")
+# OOD images are generated beside the pool: n_ood = f / (1 - f) * N.  f = 0.9 makes 9 per pool image
+# (a random pick is in-distribution 1 time in 10); beyond it the pool is mostly generated photo crops
+# (0.999: 999 per image, ~8 minutes of crops for the 1,497 digits) and the experiment measures little.
+MAX_OPEN_SET_FRACTION = 0.9
+MAX_OOD_PER_IMAGE = MAX_OPEN_SET_FRACTION / (1 - MAX_OPEN_SET_FRACTION)
 _CORRUPT_SEED = 777  # corrupted test sets are the same for every method and seed
 _OPEN_SET_SEED = 4242
 
@@ -42,8 +47,10 @@ def check_robustness_fields(cfg: ExperimentConfig) -> None:
     restarts = cfg.pgd_restarts
     if not isinstance(restarts, int) or isinstance(restarts, bool) or restarts < 0:
         raise ConfigError(f"pgd_restarts must be a non-negative integer (0: start at x), got {restarts!r}")
-    if not (_number(cfg.open_set_fraction) and 0 <= cfg.open_set_fraction < 1):
-        raise ConfigError(f"open_set_fraction must lie in [0, 1), got {cfg.open_set_fraction!r}")
+    if not (_number(cfg.open_set_fraction) and 0 <= cfg.open_set_fraction <= MAX_OPEN_SET_FRACTION):
+        raise ConfigError(f"open_set_fraction must lie in [0, {MAX_OPEN_SET_FRACTION}] (at most "
+                          f"{MAX_OOD_PER_IMAGE:g} OOD images per pool image are generated), "
+                          f"got {cfg.open_set_fraction!r}")
     if cfg.open_set_oracle not in OPEN_SET_ORACLES:
         raise ConfigError(f"open_set_oracle must be one of {', '.join(OPEN_SET_ORACLES)}, "
                           f"got {cfg.open_set_oracle!r}")
@@ -56,6 +63,17 @@ def check_robustness_fields(cfg: ExperimentConfig) -> None:
     ratio = cfg.imbalance_ratio
     if ratio is not None and not (_number(ratio) and ratio >= 1):
         raise ConfigError(f"imbalance_ratio must be a number >= 1 (head/tail) or null, got {ratio!r}")
+    # settings that only act through another one: set without it, they would be silently ignored
+    if cfg.open_set_fraction == 0:
+        for name, default in (("open_set_source", "photos"), ("open_set_oracle", "discard")):
+            if getattr(cfg, name) != default:
+                raise ConfigError(f"{name} {getattr(cfg, name)!r} needs an open-set pool: set "
+                                  "open_set_fraction (--open-set-fraction) above 0, or drop it")
+    if eps is None:
+        for name, default in (("pgd_steps", 10), ("pgd_restarts", 0)):
+            if getattr(cfg, name) != default:
+                raise ConfigError(f"{name} {getattr(cfg, name)!r} needs attack_epsilon "
+                                  "(--attack-epsilon): without it no attack runs")
 
 
 @dataclass
@@ -74,6 +92,10 @@ class RobustData:
 def perturb_pool(cfg: ExperimentConfig, pool: ImageDataset) -> tuple[ImageDataset, Tensor]:
     """Apply the long tail, then the open-set images, to the pool: (pool, ood_mask)."""
     if cfg.imbalance_ratio is not None and cfg.imbalance_ratio > 1:
+        head = int(torch.bincount(pool.labels, minlength=pool.num_classes).min())
+        if cfg.imbalance_ratio > head:  # the tail class would keep floor(head / ratio) = 0 samples
+            raise ConfigError(f"imbalance_ratio {cfg.imbalance_ratio:g} empties the tail classes: the head "
+                              f"class keeps {head} samples, so the ratio can be at most {head}")
         pool = pool.subset(long_tail_indices(pool.labels, pool.num_classes, float(cfg.imbalance_ratio),
                                              _OPEN_SET_SEED))
     if cfg.open_set_fraction > 0:

@@ -137,7 +137,12 @@ def _check_feature_array(arr: Any, path: str | Path, n_rows: int, what: str = "N
         rows = np.flatnonzero(~finite)
         raise DatasetFormatError(f"features {path} contain NaN or inf in {rows.size} rows (first: "
                                  f"{', '.join(map(str, rows[:5]))})")
-    return torch.from_numpy(arr.astype(np.float32, copy=False))
+    with np.errstate(over="ignore"):  # checked below
+        features = arr.astype(np.float32, copy=False)  # what the strategies compute with
+    if not np.isfinite(features).all():  # float64 (or int64) values beyond float32's range
+        raise DatasetFormatError(f"features {path} hold values beyond float32's range (|x| > 3.4e38; largest "
+                                 f"{np.abs(arr).max():.3g}); rescale them")
+    return torch.from_numpy(features)
 
 
 def _load_array(path: str | Path) -> Any:
@@ -462,7 +467,9 @@ def _probe_model(config: ExperimentConfig, data: Prepared) -> None:
             model = build_round_model(config, data).eval()
             with torch.inference_mode():
                 model(to_float(pool.images[:1]))
-            prepare_model(_recipe_for(config), model, pool.image_shape)  # sizes a loss-prediction module
+            recipe = _recipe_for(config)
+            _check_memory(config, data, model, recipe)  # before the recipe's modules are allocated
+            prepare_model(recipe, model, pool.image_shape)  # sizes a loss-prediction module
     except ConfigError:
         raise
     except (RuntimeError, ValueError) as exc:
@@ -470,10 +477,44 @@ def _probe_model(config: ExperimentConfig, data: Prepared) -> None:
                           f"{tuple(pool.image_shape)}: {short(str(exc).splitlines()[0])[1:-1]}") from None
 
 
+def _check_memory(config: ExperimentConfig, data: Prepared, model: torch.nn.Module, recipe: Any) -> None:
+    """Refuse sizes whose memory the machine cannot hold (:mod:`dalkit.experiment.memory`): the
+    recipe's modules (loss prediction's ``hidden``), its state (FA's ``fa_queue``), ``mu`` x the batch.
+
+    Raises:
+        ConfigError: names the total, its largest part and the memory available.
+    """
+    from dalkit.experiment import memory
+
+    pool = data.pool
+    labeled = config.initial_size + config.rounds * config.budget  # the last round's labeled set
+    batch = min(data.train_cfg.batch_size, labeled)
+    act = memory.activation_floats(model, to_float(pool.images[:1]))
+    params = memory.parameter_count(
+        lambda: prepare_model(recipe, build_round_model(config, data, "meta"), pool.image_shape))
+    embed_dim = int(getattr(model, "embed_dim", 0) or act)
+    state = recipe.state_bytes(labeled, embed_dim, batch) if hasattr(recipe, "state_bytes") else 0
+    parts = memory.round_bytes(
+        params=params, act_per_sample=act, sample_floats=int(pool.images[0].numel()), batch=batch,
+        unlabeled_ratio=int(getattr(recipe, "unlabeled_ratio", 0) or 0),
+        extra_views=int(getattr(recipe, "extra_labeled_views", 0) or 0), recipe_state=state,
+        eval_batch=min(data.train_cfg.eval_batch_size, len(pool)))
+    device = resolve_device(config.device)
+    available = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
+    memory.check_round_memory(parts, f"method {config.method!r} on {config.dataset}", available)
+
+
 def _check_pool(config: ExperimentConfig, data: Prepared) -> None:
     """Refuse a candidate subset smaller than the budget, and give a strategy with a
     ``check_pool(n_unlabeled[, budget])`` hook the smallest number of samples a round will rank (the last
     round's unlabeled pool, or the candidate subset if smaller) and the budget."""
+    ratio = int(getattr(_recipe_for(config), "unlabeled_ratio", 0) or 0)
+    left = len(data.pool) - config.initial_size - config.rounds * config.budget  # unqueried, last round
+    if ratio and left < 1:
+        raise BudgetError(f"method {config.method!r} trains on unlabeled images, but round {config.rounds} "
+                          f"leaves none: pool {len(data.pool)} - initial_size {config.initial_size} - "
+                          f"rounds {config.rounds} x budget {config.budget} = {left}; lower the rounds or "
+                          "the budget")
     if config.rounds <= 0:
         return
     subset = config.candidate_subset

@@ -30,9 +30,9 @@ def project_embeddings(project: Project) -> np.ndarray:
     return flat if project.config.features else flat / 255
 
 
-def project_map_png(project: Project) -> bytes:
-    """The PNG bytes of a project's selection map: labeled, out-of-distribution, the current batch
-    (queried) and the rest of the pool."""
+def map_groups(project: Project) -> dict[str, np.ndarray]:
+    """bool [N] masks: ``labeled`` (with a class), ``ood`` (none of these), ``queried`` (the current
+    batch, not yet answered) and ``unlabeled`` (the rest)."""
     view = project.training_view()
     n = len(project.items)
     known = view["known"].numpy()
@@ -43,7 +43,14 @@ def project_map_png(project: Project) -> bytes:
         queried[[project.index[i] for i in batch["items"] if i in project.index]] = True
     labeled = known & ~ood
     queried &= ~known
-    unlabeled = thin_background(~known & ~queried)
+    return {"labeled": labeled, "ood": ood, "queried": queried, "unlabeled": ~known & ~queried}
+
+
+def project_map_png(project: Project) -> bytes:
+    """The PNG bytes of a project's selection map: labeled, out-of-distribution, the current batch
+    (queried) and the rest of the pool (thinned to 20,000 points)."""
+    g = map_groups(project)
+    labeled, ood, queried, unlabeled = g["labeled"], g["ood"], g["queried"], thin_background(g["unlabeled"])
     xy = pca_2d(project_embeddings(project))
     src = "model embeddings" if (project.path / "model.pt").exists() else "pixels"
     groups = [("unlabeled", unlabeled, "#bbbbbb", "o"), ("labeled", labeled, "#2b6cb0", "o"),

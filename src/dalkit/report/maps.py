@@ -8,6 +8,7 @@ thinned to 20,000 points for drawing, never the labeled or queried ones.  Used b
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -71,7 +72,8 @@ def run_map_png(pool_images: torch.Tensor, initial: list[int], rounds: list[list
     from matplotlib import colormaps
 
     n = pool_images.shape[0]
-    xy = pca_2d(pool_images.reshape(n, -1).numpy().astype(np.float32) / 255)
+    flat = pool_images.reshape(n, -1).numpy().astype(np.float32)
+    xy = pca_2d(flat / 255 if pool_images.dtype == torch.uint8 else flat)
     picked = np.zeros(n, bool)
     groups = []
     init = np.zeros(n, bool)
@@ -87,3 +89,28 @@ def run_map_png(pool_images: torch.Tensor, initial: list[int], rounds: list[list
     groups = [("unlabeled", thin_background(~picked), "#bbbbbb", "o"), ("initial", init, "#2b6cb0", "o"),
               *round_groups]
     return map_figure(xy, groups, title)
+
+
+def run_map(run_dir: str | Path, out: str | Path, seed: int | None = None) -> Path:
+    """Write the selection map of a simulated run (``dalkit report --map``): the pool rebuilt from the
+    run's config, the seed's initial set and each round's picks (``seed``: the first seed on disk).
+
+    Raises:
+        RunDirectoryError, DatasetNotFoundError, ConfigError: as reading the run and its data does.
+    """
+    from dalkit.errors import RunDirectoryError
+    from dalkit.experiment import RunDirectory, initial_labeled, prepare_data
+    from dalkit.files import atomic_write_bytes
+
+    rundir = RunDirectory(run_dir)
+    config = rundir.read_config()
+    records = rundir.read_rounds()
+    if not records:
+        raise RunDirectoryError(f"{run_dir} holds no completed round to map")
+    seed = records[0]["seed"] if seed is None else seed
+    mine = sorted((r for r in records if r["seed"] == seed), key=lambda r: r["round"])
+    data = prepare_data(config)
+    initial = initial_labeled(len(data.pool), config.initial_size, seed, data.ood_mask).tolist()
+    png = run_map_png(data.pool.images, initial, [r["selected"] for r in mine if r["selected"]],
+                      f"{config.method} on {config.dataset}, seed {seed}: PCA of the pool's pixels")
+    return atomic_write_bytes(out, png)

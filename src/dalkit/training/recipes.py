@@ -67,6 +67,8 @@ class AdversarialPairs:
             raise ConfigError("adversarial epsilon is unset (the runner fills in the dataset default)")
         return self.epsilon
 
+    extra_labeled_views = 1  # each labeled sample's FGSM counterpart rides in the same step
+
     def step(self) -> StepFn:
         return adversarial_pair_step(self.regenerate, self.eps)
 
@@ -125,6 +127,20 @@ class _SSLRecipe:
         if self.flip is not None:
             return self
         return dataclasses.replace(self, flip=getattr(spec, "family", "digits") == "natural")
+
+    @property
+    def extra_labeled_views(self) -> int:
+        """Views of each labeled sample a step adds to the weak one (FA's strong view)."""
+        return 1 if self.fa else 0
+
+    def state_bytes(self, num_labeled: int, embed_dim: int, batch_size: int) -> int:
+        """Bytes of the recipe's own state in a round of ``num_labeled`` labeled samples: FA's queues
+        Q_w, Q_s [N_l, (1 + T), D], their normalised copy and the similarity matrix of Eq. 11
+        [mu * B, N_l * T] (:class:`dalkit.training.ssl.FeatureQueues`)."""
+        if not self.fa:
+            return 0
+        queues = num_labeled * (2 * self.fa_queue + 1) * embed_dim
+        return 4 * (queues + self.mu * batch_size * num_labeled * self.fa_queue)
 
     def fa_options(self) -> FAOptions | None:
         if not self.fa:
