@@ -105,3 +105,24 @@ def test_pgd_restarts_in_a_run(digits):
     assert rec["pgd_restarts"] == 2 and 0 <= rec["pgd_acc"] <= rec["test_acc"] + 1e-9
     with pytest.raises(ConfigError, match="pgd_restarts"):
         cfg.replace(pgd_restarts=-1)
+
+
+def test_corrupted_test_sets_are_generated_once_per_test_split(digits, monkeypatch):
+    from dalkit.experiment import robustness
+
+    calls = []
+    real = robustness.corrupt
+
+    def counting(images, name, severity, seed=0):
+        calls.append(name)
+        return real(images, name, severity, seed=seed)
+
+    monkeypatch.setattr(robustness, "corrupt", counting)
+    robustness._CACHE.clear()
+    cfg = ExperimentConfig(dataset="digits", test_corruptions=("stripe:1", "fog:2"))
+    first = robustness.corrupted_test_sets(cfg, digits.test)
+    again = robustness.corrupted_test_sets(cfg, digits.test)
+    assert calls == ["stripe", "fog"] and all(first[k] is again[k] for k in first)
+    other = robustness.corrupted_test_sets(cfg, digits.test.subset(torch.arange(50)))
+    assert calls == ["stripe", "fog", "stripe", "fog"] and other["fog:2"].shape[0] == 50
+    robustness._CACHE.clear()

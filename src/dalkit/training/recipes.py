@@ -257,8 +257,9 @@ class FreeMatch(_SSLRecipe):
             raise ConfigError(f"freematch fairness must be >= 0, got {self.fairness}")
         _check_ssl("freematch", self)
 
-    def step(self) -> StepFn:
-        thresholds = FreeMatchThresholds(momentum=self.momentum)
+    def step(self, thresholds: FreeMatchThresholds | None = None) -> StepFn:
+        """The training step; pass ``thresholds`` to watch tau_t while it trains (a fresh state when None)."""
+        thresholds = thresholds if thresholds is not None else FreeMatchThresholds(momentum=self.momentum)
         return ssl_step(thresholds.update, self.lambda_u, bool(self.flip), self.fa_options(), thresholds,
                         self.fairness, n_ops=self.n_ops, ra_ranges=self.ra_ranges)
 def prepare_model(recipe: Any, model: nn.Module, image_shape: Sequence[int]) -> nn.Module:

@@ -1,0 +1,38 @@
+"""The paired power statement of the claim benchmarks, worked by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from dalkit.report.power import paired_comparison, seeds_needed
+
+
+def test_paired_interval_and_verdicts_by_hand():
+    a = {0: 1.0, 1: 2.0, 2: 3.0, 7: 9.0}  # seed 7 has no partner: ignored
+    b = {0: 0.5, 1: 1.0, 2: 1.5, 3: 0.0}
+    c = paired_comparison(a, b, claimed=0.71, a_name="dm2-at", b_name="alphamix", metric="final corrupted")
+    # differences 0.5, 1.0, 1.5: mean 1, sd 0.5; t_{0.975, 2} = 4.3027 (tables)
+    assert c.n == 3 and c.mean_diff == pytest.approx(1.0) and c.sd_diff == pytest.approx(0.5)
+    half = 4.302653 * 0.5 / math.sqrt(3)
+    assert (c.ci_low, c.ci_high) == (pytest.approx(1 - half, abs=1e-5), pytest.approx(1 + half, abs=1e-5))
+    assert c.verdict == "undecided"
+    assert paired_comparison({0: 2.0, 1: 2.1, 2: 2.2}, {0: 1.0, 1: 1.0, 2: 1.0}, 0.5).verdict == "holds"
+    worse = paired_comparison({0: 0.0, 1: 0.1, 2: 0.2}, {0: 1.0, 1: 1.0, 2: 1.0}, 0.5)
+    assert worse.verdict == "contradicted"
+    # interval (-0.06, 0.26) straddles 0 but lies below a claimed +1.0
+    below = paired_comparison({0: 1.0, 1: 1.1, 2: 1.2}, {0: 1.0, 1: 1.0, 2: 1.0}, 1.0)
+    assert below.verdict == "margin excluded"
+    assert paired_comparison({0: 1.0}, {0: 0.0}, 0.5).verdict == "too few seeds"
+    assert "95 % CI" in c.sentence()
+
+
+def test_seeds_needed_by_hand():
+    # sd 1, margin 1: n = 10 gives (t_.975,9 = 2.262 + t_.8,9 = 0.883) / sqrt(10) = 0.9946 <= 1, while
+    # n = 9 gives (2.306 + 0.889) / 3 = 1.065 > 1 (t tables)
+    assert seeds_needed(1.0, 1.0) == 10
+    assert seeds_needed(0.0, 0.3) == 2
+    assert seeds_needed(2.0, 1.0) > seeds_needed(1.0, 1.0)  # more spread, more seeds
+    with pytest.raises(ValueError):
+        seeds_needed(1.0, 0.0)
