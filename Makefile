@@ -14,7 +14,7 @@ export DALKIT_DATA := $(DATA)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,label]'
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,label,ray,faiss]'
 # foolbox only for its data folder (the first 20 MNIST/CIFAR test images as PNGs, used by the reader
 # tests); --no-deps because none of its own requirements are needed for that
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps foolbox==3.3.4

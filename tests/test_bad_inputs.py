@@ -433,6 +433,19 @@ CORPUS: list[tuple[str, Callable[[Path], None] | None, list[str], str]] = [
     ("resume-robust-column-absent", _rob(fgsm_acc=None, pgd_acc=None), RB(), "lacks 'fgsm_acc'"),
     ("resume-too-many-rounds", _edit_rounds(lambda rs: rs + [_set(rs[-1], round=2, selected=[])]), R(),
      "more than"),
+    # --- executors (issue 14): refused before Ray starts or anything is written
+    ("score-workers-zero", None, NEW("--executor", "ray", "--score-workers", "0"),
+     "score-workers must be a positive integer, got 0"),
+    ("cpus-per-run-zero", None, NEW("--executor", "ray", "--cpus-per-run", "0"),
+     "cpus-per-run must be a positive integer, got 0"),
+    ("score-workers-without-ray", None, NEW("--score-workers", "2"), "score-workers needs the Ray executor"),
+    ("address-without-ray", None, NEW("--address", "auto"), "address needs the Ray executor"),
+    ("executor-unknown", _write("c.yaml", "executor: dask\n"), CFG(), "executor must be one of local, ray"),
+    ("executor-field-unknown", _write("c.yaml", "executor: {name: ray, workers: 2}\n"), CFG(),
+     "unknown field executor.workers"),
+    ("ray-address-malformed", None, NEW("--executor", "ray", "--address", "headnode"), "HOST:PORT"),
+    ("ray-address-unreachable", None, NEW("--executor", "ray", "--address", "127.0.0.1:9"),
+     "cannot reach the Ray cluster at 127.0.0.1:9"),
 ]
 
 
@@ -498,4 +511,20 @@ def test_method_default_subset_smaller_than_the_budget(capsys, tmp_path, complet
     rc = main([a.replace("{T}", str(tmp_path)) for a in NEW("--method", "tiny-subset")])
     lines = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(lines) == 1 and "candidate subset of 3, smaller than the budget 5" in lines[0]
+    assert snapshot(tmp_path) == before
+
+
+def test_ray_executor_without_ray_installed(capsys, tmp_path, completed, monkeypatch):
+    """``--executor ray`` where ``import ray`` fails: one line naming the extra to install, exit 2,
+    nothing written."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` raise ImportError
+    shutil.copytree(completed, tmp_path / "out")
+    before = snapshot(tmp_path)
+    rc = main([a.replace("{T}", str(tmp_path)) for a in NEW("--executor", "ray")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1
+    assert lines[0] == ("dalkit: error: the Ray executor needs Ray, which is not installed; "
+                        "pip install 'dalkit[ray]'")
     assert snapshot(tmp_path) == before

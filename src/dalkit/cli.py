@@ -61,13 +61,16 @@ _RUN_FLAGS = {  # flag dest -> config field
     "open_set_oracle": "open_set_oracle", "imbalance_ratio": "imbalance_ratio",
     "initial_set": "initial_set", "retrain": "retrain",
 }
+_EXECUTOR_FLAGS = {"executor": "executor", "address": "address", "cpus_per_run": "cpus_per_run",
+                   "score_workers": "score_workers"}
 _TRAIN_FLAGS = ("epochs", "batch_size", "lr", "optimizer", "min_steps")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from dalkit.experiment import config_from_dict
     from dalkit.experiment.config import _build, read_config_values
-    from dalkit.experiment.runner import check_experiment, run_experiment
+    from dalkit.experiment.executors import Job, executor_from_values, run_jobs
+    from dalkit.experiment.runner import check_experiment
     from dalkit.report import plot_learning_curves, runs_table
     from dalkit.training import TrainConfig
 
@@ -120,6 +123,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         values["train"] = {**base, **train_over}
         if not values.get("preset"):
             _build(TrainConfig, values["train"], "train")
+    for dest, field in _EXECUTOR_FLAGS.items():
+        if getattr(args, dest) is not None:
+            values[field] = getattr(args, dest)
+    values, executor = executor_from_values(values)
+    if executor.name == "ray":
+        from dalkit.experiment.executors import import_ray
+
+        import_ray()  # refuse a missing Ray before any work
     configs = config_from_dict(values)
     first = configs[0]
     out_root = Path(args.out) if args.out else Path("runs") / f"{first.dataset}-{first.model}"
@@ -127,12 +138,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     run_dirs = [out_root if (args.out and len(configs) == 1) else out_root / cfg.method for cfg in configs]
     # validate every experiment (options, data, budget, run directories) before running any
     prepared = [check_experiment(cfg, d) for cfg, d in zip(configs, run_dirs, strict=True)]
-    for cfg, run_dir, data in zip(configs, run_dirs, prepared, strict=True):
-        if not args.quiet:  # progress output: with --quiet an error is the only line on stderr
-            print(f"[dalkit] {cfg.method} on {cfg.dataset} ({cfg.model}), seeds {list(cfg.seeds)} "
-                  f"-> {run_dir}", file=sys.stderr)
-        run_experiment(cfg, run_dir, progress=not args.quiet,
-                       on_round=None if args.quiet else _print_round, prepared=data)
+    jobs = [Job(cfg, run_dir, data) for cfg, run_dir, data in zip(configs, run_dirs, prepared, strict=True)]
+    if executor.name == "local":
+        for job in jobs:
+            _announce(args, job)
+            run_jobs([job], executor, progress=not args.quiet, on_round=None if args.quiet else _print_round)
+    else:  # every (method, seed) at once, one progress bar per run
+        for job in jobs:
+            _announce(args, job)
+        run_jobs(jobs, executor, progress=not args.quiet)
     table, summaries = runs_table(run_dirs)
     print(table)
     if len(run_dirs) > 1:
@@ -140,6 +154,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
                                    title=f"{configs[0].dataset} / {configs[0].model}")
         print(f"learning curves: {png}", file=sys.stderr)
     return 0
+
+
+def _announce(args: argparse.Namespace, job: Any) -> None:
+    if not args.quiet:  # progress output: with --quiet an error is the only line on stderr
+        cfg = job.config
+        print(f"[dalkit] {cfg.method} on {cfg.dataset} ({cfg.model}), seeds {list(cfg.seeds)} "
+              f"-> {job.run_dir}", file=sys.stderr)
 
 
 def _print_round(rec: dict[str, Any]) -> None:
@@ -285,6 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data-root")
     r.add_argument("--out", help="run directory (one method) or parent directory (several)")
     r.add_argument("--quiet", action="store_true", help="no progress output")
+    r.add_argument("--executor", choices=["local", "ray"],
+                   help="local (default): runs one after the other here; ray: one Ray task per method x seed")
+    r.add_argument("--address", help="with --executor ray: join this cluster ('auto' or HOST:PORT); "
+                   "default: start Ray on this machine")
+    r.add_argument("--cpus-per-run", type=int, metavar="N", help="with --executor ray: CPUs per run")
+    r.add_argument("--score-workers", type=int, metavar="K",
+                   help="with --executor ray: K actors split the pool's forward passes each round")
     r.set_defaults(func=_cmd_run)
 
     s = sub.add_parser("strategies", help="list strategies and methods")

@@ -42,3 +42,8 @@ class OutputError(DalkitError):
 class LabelError(DalkitError, ValueError):
     """A label, a label file or a labeling project is invalid (unknown class or item, duplicate or
     conflicting labels, a folder that is not a project); the message says what to fix."""
+
+
+class ExecutorError(DalkitError):
+    """A distributed run could not finish (a task kept dying); the run directory keeps its completed
+    rounds and a re-run resumes."""

@@ -132,22 +132,30 @@ def _check_feature_array(arr: Any, path: str | Path, n_rows: int, what: str = "N
     if arr.ndim != 2 or arr.shape[0] != n_rows or arr.shape[1] == 0:
         raise DatasetFormatError(f"features {path} must be [{what}={n_rows}, D >= 1] (one row per sample), "
                                  f"got {arr.shape}")
-    finite = np.isfinite(arr).all(axis=1)
-    if not finite.all():
-        rows = np.flatnonzero(~finite)
-        raise DatasetFormatError(f"features {path} contain NaN or inf in {rows.size} rows (first: "
-                                 f"{', '.join(map(str, rows[:5]))})")
-    with np.errstate(over="ignore"):  # checked below
-        features = arr.astype(np.float32, copy=False)  # what the strategies compute with
-    if not np.isfinite(features).all():  # float64 (or int64) values beyond float32's range
-        raise DatasetFormatError(f"features {path} hold values beyond float32's range (|x| > 3.4e38; largest "
-                                 f"{np.abs(arr).max():.3g}); rescale them")
-    return torch.from_numpy(features)
+    # in chunks of rows: a memory-mapped million-row file is never read whole into memory
+    step = max(1, (64 << 20) // max(1, arr.shape[1] * arr.itemsize))
+    bad = np.concatenate([np.flatnonzero(~np.isfinite(arr[s:s + step]).all(axis=1)) + s
+                          for s in range(0, arr.shape[0], step)] or [np.empty(0, np.int64)])
+    if bad.size:
+        raise DatasetFormatError(f"features {path} contain NaN or inf in {bad.size} rows (first: "
+                                 f"{', '.join(map(str, bad[:5]))})")
+    if arr.dtype == np.float32 and arr.flags.c_contiguous:
+        return torch.from_numpy(arr)  # a map of the file when loaded with mmap_mode: pages come in as read
+    out = np.empty(arr.shape, np.float32)
+    for s in range(0, arr.shape[0], step):
+        with np.errstate(over="ignore"):  # checked below
+            out[s:s + step] = arr[s:s + step]
+        if not np.isfinite(out[s:s + step]).all():  # float64 (or int64) values beyond float32's range
+            raise DatasetFormatError(f"features {path} hold values beyond float32's range (|x| > 3.4e38; "
+                                     f"largest {np.abs(arr).max():.3g}); rescale them")
+    return torch.from_numpy(out)
 
 
 def _load_array(path: str | Path) -> Any:
+    """The array in ``path``: a ``.npy`` memory-mapped copy-on-write (a write never reaches the file),
+    so a pool larger than memory is paged in as it is read; an ``.npz`` archive as numpy opens it."""
     try:
-        return np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False, mmap_mode="c")
     except (OSError, ValueError, EOFError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else short(str(exc))[1:-1]
         raise DatasetFormatError(f"cannot read features {path}: {reason}") from None
@@ -568,20 +576,43 @@ def run_experiment(
                 for rec in run_seed(config, data, seed, None, [], progress, on_round)]
     rundir = RunDirectory(out_dir)
     with rundir.locked():
-        # under the lock, check again: another run may have written since check_experiment
-        rundir.check(config, resolved_options(config))
-        existing = rundir.read_rounds(repair=True)
-        _check_done_rounds(config, data, existing, rundir.rounds_path)
-        # the config records every seed on disk, so config.yaml, rounds.jsonl and summary.json agree
-        on_disk = [s for s in dict.fromkeys(r["seed"] for r in existing) if s not in config.seeds]
-        rundir.prepare(config.replace(seeds=(*config.seeds, *on_disk)), resolved_options(config))
+        existing, on_disk = open_run(config, data, rundir)
         records: list[dict[str, Any]] = []
         for seed in config.seeds:
-            done = sorted((r for r in existing if r["seed"] == seed), key=lambda r: r["round"])
-            records += run_seed(config, data, seed, rundir, done, progress, on_round)
-        from dalkit.report import summarize
-
-        summary = summarize([r for r in existing if r["seed"] in on_disk] + records)
-        summary["method"] = config.method
-        atomic_write_text(rundir.summary_path, json.dumps(summary, indent=2))
+            records += run_seed(config, data, seed, rundir, done_rounds(existing, seed), progress, on_round)
+        close_run(config, rundir, existing, on_disk, records)
     return records
+
+
+def done_rounds(existing: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    """One seed's completed round records, in round order."""
+    return sorted((r for r in existing if r["seed"] == seed), key=lambda r: r["round"])
+
+
+def open_run(config: ExperimentConfig, data: Prepared, rundir: RunDirectory
+             ) -> tuple[list[dict[str, Any]], list[int]]:
+    """Check and prepare ``rundir`` for ``config`` (the caller holds its lock); every executor calls it.
+
+    Returns:
+        (the completed round records on disk, the seeds on disk that ``config`` does not run).
+    Raises:
+        RunDirectoryError: another experiment, or rounds that cannot be replayed.
+    """
+    # under the lock, check again: another run may have written since check_experiment
+    rundir.check(config, resolved_options(config))
+    existing = rundir.read_rounds(repair=True)
+    _check_done_rounds(config, data, existing, rundir.rounds_path)
+    # the config records every seed on disk, so config.yaml, rounds.jsonl and summary.json agree
+    on_disk = [s for s in dict.fromkeys(r["seed"] for r in existing) if s not in config.seeds]
+    rundir.prepare(config.replace(seeds=(*config.seeds, *on_disk)), resolved_options(config))
+    return existing, on_disk
+
+
+def close_run(config: ExperimentConfig, rundir: RunDirectory, existing: list[dict[str, Any]],
+              on_disk: list[int], records: list[dict[str, Any]]) -> None:
+    """Write ``summary.json`` once every seed of ``config`` has all its ``records``."""
+    from dalkit.report import summarize
+
+    summary = summarize([r for r in existing if r["seed"] in on_disk] + records)
+    summary["method"] = config.method
+    atomic_write_text(rundir.summary_path, json.dumps(summary, indent=2))

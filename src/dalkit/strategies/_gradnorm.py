@@ -181,14 +181,26 @@ def pool_grad_norms(ctx: QueryContext, chunk_size: int | None = None) -> Tensor:
     per round (LPLgrad and Ent-GradNorm on one context share them)."""
 
     def compute() -> Tensor:
-        idx = ctx.unlabeled_idx
-        parts = []
-        step = 4096  # uint8 -> float conversion in slices; the vmap chunks are smaller
-        for start in range(0, idx.numel(), step):
-            parts.append(per_sample_grad_norms(ctx.model, ctx.inputs(idx[start:start + step]), chunk_size))
-        return torch.cat(parts) if parts else torch.empty(0, len(main_parameters(ctx.model)))
+        # a scorer's blocks start at multiples of the slice (or, with a set chunk_size, of the vmap chunk),
+        # so every vmap call sees the samples it sees here
+        align = chunk_size or _GRAD_SLICE
+        return ctx.map_pool(_grad_norm_block, ctx.unlabeled_idx, align, chunk_size)
 
     return ctx.cached(("entropy-gradnorms", chunk_size), compute)
+
+
+_GRAD_SLICE = 4096  # uint8 -> float conversion in slices; the vmap chunks are smaller
+
+
+def _grad_norm_block(model: nn.Module, images: Tensor, device: torch.device | str,
+                     chunk_size: int | None) -> Tensor:
+    """Per-tensor entropy-gradient norms [B, T] of uint8 pool images (any block of the pool)."""
+    from dalkit.data.dataset import to_float
+
+    step = chunk_size * max(1, _GRAD_SLICE // chunk_size) if chunk_size else _GRAD_SLICE
+    parts = [per_sample_grad_norms(model, to_float(images[s:s + step], device), chunk_size)
+             for s in range(0, images.shape[0], step)]
+    return torch.cat(parts) if parts else torch.empty(0, len(main_parameters(model)))
 
 
 def _check(name: str, norm: str, chunk_size: int | None) -> None:

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from dalkit.data.dataset import to_float
 from dalkit.errors import BudgetError, ConfigError
 from dalkit.registry import Registry
+from dalkit.strategies.scoring import PoolFn, PoolScorer, current_scorer
 from dalkit.training.evaluate import predict
 
 
@@ -89,6 +90,8 @@ class QueryContext:
         candidates: pool indices the strategy may choose from (a random subset of the unlabeled pool,
             drawn by the runner; LPLgrad Table II); None = every unlabeled sample.  Strategies see
             only these as ``unlabeled_idx``; the labeled set is unchanged.
+        scorer: runs the pool's forward passes (split over workers, :mod:`dalkit.strategies.scoring`);
+            None: the scorer set by :func:`~dalkit.strategies.scoring.use_scorer`, else this process.
 
     Raises:
         ConfigError: a candidate is labeled, repeated or outside the pool; a model that cannot be
@@ -108,6 +111,7 @@ class QueryContext:
         batch_size: int = 1024,
         features: Tensor | None = None,
         candidates: Tensor | None = None,
+        scorer: PoolScorer | None = None,
     ) -> None:
         pool_images = as_pool(pool_images)
         n = pool_images.shape[0]
@@ -141,6 +145,7 @@ class QueryContext:
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.user_features = features
+        self.scorer = scorer if scorer is not None else current_scorer()
         self._cache: dict[Any, Any] = {}
 
     # -- sizes -----------------------------------------------------------------------------------
@@ -169,9 +174,7 @@ class QueryContext:
 
     def _forward(self, which: str) -> tuple[Tensor, Tensor]:
         def compute() -> tuple[Tensor, Tensor]:
-            logits, emb = predict(self.model, self.pool_images[self._indices(which)], self.batch_size,
-                                  self.device, with_embeddings=True)
-            return logits, emb
+            return self.map_pool(_predict_block, self._indices(which), self.batch_size, self.batch_size)
 
         return self.cached(("forward", which), compute)
 
@@ -227,6 +230,14 @@ class QueryContext:
 
         return self.cached(("mc", k, p, which), compute)
 
+    def map_pool(self, fn: PoolFn, idx: Tensor, align: int, *args: Any) -> Any:
+        """``fn(model, pool_images[idx], device, *args)``: here, or on the scorer's workers in blocks cut at
+        multiples of ``align`` (the batch unit of ``fn``, so the merged result is bit for bit the same)."""
+        images = self.pool_images[idx]
+        if self.scorer is None or images.shape[0] <= align:
+            return fn(self.model, images, self.device, *args)
+        return self.scorer.map(fn, self.model, images, align, *args)
+
     def inputs(self, idx: Tensor) -> Tensor:
         """Model inputs of the pool samples ``idx`` on the device: images in [0, 1], or a float pool's
         values."""
@@ -260,6 +271,12 @@ def as_pool(pool: Any) -> Tensor:
     pool = pool.float()
     check_finite_rows(pool, "pool")
     return pool
+
+
+def _predict_block(model: nn.Module, images: Tensor, device: torch.device | str, batch_size: int
+                   ) -> tuple[Tensor, Tensor]:
+    """(logits [B, C], embeddings [B, D]) of uint8 images: the pool forward pass, any block of it."""
+    return predict(model, images, batch_size, device, with_embeddings=True)
 
 
 def check_budget(ctx: QueryContext, budget: int) -> None:

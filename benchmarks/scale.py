@@ -1,0 +1,273 @@
+"""Scale benchmarks (issue 14).  Each part appends to benchmarks/results/scale.json (a finished
+measurement is skipped on a re-run, so the script resumes) and rewrites benchmarks/results/scale.md.
+
+    # selection time and peak memory of every strategy on a memory-mapped features pool [N, 512]
+    python benchmarks/scale.py selection --sizes 60000 250000 1000000
+    # the same 4-method x 3-seed experiment with --executor local and --executor ray
+    python benchmarks/scale.py executors
+    # one pool forward pass (CNN on a uint8 image pool) with 1 vs 2 score workers
+    python benchmarks/scale.py score-workers --n 250000
+    # exact L2 kNN of a features pool: the torch path vs faiss
+    python benchmarks/scale.py knn --n 60000
+
+Selection runs each strategy in its own process (so its peak resident memory is its own), on a
+``features`` model (a linear head, depth 0) trained on 1,000 labeled rows: the measurement is the
+selection, not a backbone.  A strategy that passes ``--timeout`` seconds is recorded as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+STORE = RESULTS / "scale.json"
+
+
+def load() -> dict:
+    return json.loads(STORE.read_text()) if STORE.exists() else {}
+
+
+def save(key: str, value: dict) -> None:
+    data = load()
+    data[key] = value
+    STORE.write_text(json.dumps(data, indent=1, sort_keys=True))
+    write_markdown(data)
+
+
+def features_file(n: int, dim: int, cache: Path) -> Path:
+    """A [n, dim] float32 .npy of 10 Gaussian clusters (labels = cluster), written once, in chunks."""
+    path = cache / f"features_{n}x{dim}.npy"
+    labels = cache / f"labels_{n}.npy"
+    if path.exists() and labels.exists():
+        return path
+    cache.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 1, (10, dim)).astype(np.float32)
+    y = rng.integers(0, 10, n)
+    arr = np.lib.format.open_memmap(str(path) + ".tmp", mode="w+", dtype=np.float32, shape=(n, dim))
+    for s in range(0, n, 65536):
+        e = min(n, s + 65536)
+        arr[s:e] = centres[y[s:e]] + rng.normal(0, 1.5, (e - s, dim)).astype(np.float32)
+    arr.flush()
+    del arr
+    os.replace(str(path) + ".tmp", path)
+    np.save(labels, y)
+    return path
+
+
+def selection_one(path: str, labels_path: str, strategy: str, budget: int) -> dict:
+    """One query of ``strategy`` on the memory-mapped pool (run in a child process)."""
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from query_cost import PeakRSS
+
+    from dalkit.models.features import FeatureMLP
+    from dalkit.strategies import QueryContext, create_strategy, query
+    from dalkit.training import TrainConfig, TrainSet, fit, supervised_step
+
+    torch.set_num_threads(1)
+    pool = torch.from_numpy(np.load(path, mmap_mode="r"))  # read-only map: pages come in as read
+    y = torch.from_numpy(np.load(labels_path))
+    labeled = torch.randperm(pool.shape[0], generator=torch.Generator().manual_seed(0))[:1000].sort().values
+    torch.manual_seed(0)
+    model = FeatureMLP(pool.shape[1], 10, depth=0, dropout=0.3)
+    fit(model, TrainSet(pool[labeled].clone(), y[labeled]), supervised_step,
+        TrainConfig(epochs=5, batch_size=64), torch.Generator().manual_seed(0))
+    model.eval()
+    ctx = QueryContext(model, pool, labeled, y[labeled], 10, torch.Generator().manual_seed(1), "cpu", 8192)
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        query(create_strategy(strategy), ctx, budget)
+        seconds = time.perf_counter() - t0
+    return {"seconds": round(seconds, 2), "peak_mib": round(mem.peak / 2**20)}
+
+
+def part_selection(args: argparse.Namespace) -> None:
+    from dalkit.strategies import STRATEGIES
+
+    names = args.strategies or STRATEGIES.names()
+    for n in args.sizes:
+        path = features_file(n, args.dim, Path(args.cache))
+        labels = Path(args.cache) / f"labels_{n}.npy"
+        for name in names:
+            key = f"selection/{n}x{args.dim}/{name}"
+            if key in load():
+                continue
+            cmd = [sys.executable, __file__, "_one", str(path), str(labels), name, str(args.budget)]
+            try:
+                out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+                result = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else \
+                    {"error": (out.stderr.strip().splitlines() or ["?"])[-1][:200]}
+            except subprocess.TimeoutExpired:
+                result = {"timeout": args.timeout}
+            print(key, result, flush=True)
+            save(key, result)
+
+
+def part_executors(args: argparse.Namespace) -> None:
+    import shutil
+    import tempfile
+
+    methods = "entropy,coreset,badge,dm2-at"
+    common = ["--dataset", "mnist", "--method", methods, "--pool-size", str(args.pool), "--test-size", "2000",
+              "--initial-size", "20", "--budget", "20", "--rounds", "3", "--seeds", "0,1,2", "--epochs", "2",
+              "--device", "cpu", "--quiet"]
+    rows = {}
+    tmp = Path(tempfile.mkdtemp())
+    for executor in ("local", "ray"):
+        key = f"executors/{args.pool}/{executor}"
+        if key in load():
+            rows[executor] = load()[key]
+            continue
+        out = tmp / executor
+        extra = ["--executor", "ray"] if executor == "ray" else []
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}  # a local run with the threads of one Ray task
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "dalkit.cli", "run", *common, "--out", str(out), *extra],
+                       check=True, env=env)
+        rows[executor] = {"seconds": round(time.perf_counter() - t0, 1), "dir": str(out)}
+        save(key, rows[executor])
+    same = None
+    if all(Path(r["dir"]).exists() for r in rows.values()):
+        def recs(d: str) -> list:
+            out = []
+            for m in methods.split(","):
+                for line in (Path(d) / m / "rounds.jsonl").read_text().splitlines():
+                    r = json.loads(line)
+                    out.append({k: v for k, v in r.items() if not k.endswith("_s")})
+            return sorted(out, key=lambda r: (json.dumps(r, sort_keys=True)))
+        same = recs(rows["local"]["dir"]) == recs(rows["ray"]["dir"])
+        save(f"executors/{args.pool}/identical", {"identical": same})
+    print(rows, "identical records:", same)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def part_score_workers(args: argparse.Namespace) -> None:
+    import ray
+    import torch
+
+    from dalkit.experiment.executors import RayScorer
+    from dalkit.models import create_model
+    from dalkit.strategies import QueryContext
+
+    torch.set_num_threads(1)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    g = torch.Generator().manual_seed(0)
+    pool = torch.randint(0, 256, (args.n, 1, 28, 28), dtype=torch.uint8, generator=g)
+    torch.manual_seed(0)
+    model = create_model("cnn", 1, 10, (0.13,), (0.31,), image_size=28).eval()
+    results, outputs = {}, {}
+    for workers in (1, 2):
+        key = f"score-workers/{args.n}/{workers}"
+        scorer = RayScorer(workers) if workers > 1 else None
+        ctx = QueryContext(model, pool, torch.arange(10), torch.zeros(10, dtype=torch.long), 10,
+                           torch.Generator().manual_seed(0), "cpu", 1024, scorer=scorer)
+        if scorer is not None:  # actors started (and warm) before the clock
+            ray.get([a.pid.remote() for a in scorer.actors])
+        t0 = time.perf_counter()
+        outputs[workers] = ctx.embeddings()
+        results[workers] = {"seconds": round(time.perf_counter() - t0, 2)}
+        if scorer is not None:
+            scorer.close()
+        save(key, results[workers])
+    same = torch.equal(outputs[1], outputs[2])
+    save(f"score-workers/{args.n}/identical", {"identical": same})
+    print(results, "identical embeddings:", same)
+    ray.shutdown()
+
+
+def part_knn(args: argparse.Namespace) -> None:
+    """Exact L2 top-k of every pool row among the pool (DM2's shortlist, k-center's distances): dalkit's
+    chunked torch path vs faiss ``IndexFlatL2``, one thread each; the neighbour sets are compared."""
+    import faiss
+    import torch
+
+    from dalkit.strategies.pairwise import knn
+
+    torch.set_num_threads(1)
+    faiss.omp_set_num_threads(1)
+    path = features_file(args.n, args.dim, Path(args.cache))
+    x = torch.from_numpy(np.load(path, mmap_mode="r")[:args.n].copy())
+    key = f"knn/{args.n}x{args.dim}/k{args.k}"
+    t0 = time.perf_counter()
+    _, idx_t = knn(x, None, args.k, "l2", True, None)
+    torch_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    index = faiss.IndexFlatL2(x.shape[1])
+    index.add(x.numpy())
+    _, idx_f = index.search(x.numpy(), args.k + 1)
+    faiss_s = time.perf_counter() - t0
+    rows = np.arange(args.n)[:, None]
+    idx_f = np.stack([r[r != i][: args.k] for i, r in zip(rows[:, 0], idx_f, strict=True)])
+    agree = float(np.mean([len(set(a) & set(b)) / args.k for a, b in zip(idx_t.numpy(), idx_f, strict=True)]))
+    result = {"torch_s": round(torch_s, 2), "faiss_s": round(faiss_s, 2), "same_neighbours": round(agree, 4)}
+    print(key, result)
+    save(key, result)
+
+
+def write_markdown(data: dict) -> None:
+    lines = ["# Scale benchmarks (benchmarks/scale.py)", ""]
+    sel = {k: v for k, v in data.items() if k.startswith("selection/")}
+    if sel:
+        sizes = sorted({k.split("/")[1] for k in sel}, key=lambda s: int(s.split("x")[0]))
+        names = sorted({k.split("/")[2] for k in sel})
+        lines += ["## Selection on a features pool (seconds / peak MiB)", "",
+                  "| strategy | " + " | ".join(sizes) + " |", "|---|" + "---|" * len(sizes)]
+        for name in names:
+            cells = []
+            for s in sizes:
+                v = sel.get(f"selection/{s}/{name}")
+                cells.append("" if v is None else f"{v['seconds']} s / {v['peak_mib']} MiB" if "seconds" in v
+                             else f"> {v['timeout']} s" if "timeout" in v else f"error: {v['error'][:60]}")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    for prefix, title in (("executors/", "local vs ray executor"), ("score-workers/", "score workers"),
+                          ("knn/", "exact L2 kNN: torch vs faiss (1 thread)")):
+        rows = {k: v for k, v in data.items() if k.startswith(prefix)}
+        if rows:
+            lines += [f"## {title}", "", "| run | result |", "|---|---|"]
+            lines += [f"| {k} | {json.dumps({a: b for a, b in v.items() if a != 'dir'})} |"
+                      for k, v in sorted(rows.items())]
+            lines.append("")
+    (RESULTS / "scale.md").write_text("\n".join(lines))
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "_one":
+        print(json.dumps(selection_one(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))))
+        return
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="part", required=True)
+    s = sub.add_parser("selection")
+    s.add_argument("--sizes", type=int, nargs="+", default=[60000, 250000, 1000000])
+    s.add_argument("--dim", type=int, default=512)
+    s.add_argument("--budget", type=int, default=100)
+    s.add_argument("--strategies", nargs="*")
+    s.add_argument("--timeout", type=int, default=300)
+    s.add_argument("--cache", default="/tmp/dalkit-scale")
+    e = sub.add_parser("executors")
+    e.add_argument("--pool", type=int, default=5000)
+    w = sub.add_parser("score-workers")
+    w.add_argument("--n", type=int, default=250000)
+    k = sub.add_parser("knn")
+    k.add_argument("--n", type=int, default=60000)
+    k.add_argument("--dim", type=int, default=512)
+    k.add_argument("--k", type=int, default=20)
+    k.add_argument("--cache", default="/tmp/dalkit-scale")
+    args = p.parse_args()
+    parts = {"selection": part_selection, "executors": part_executors, "score-workers": part_score_workers,
+             "knn": part_knn}
+    parts[args.part](args)
+
+
+if __name__ == "__main__":
+    main()
