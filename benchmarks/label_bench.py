@@ -169,7 +169,10 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(res, indent=1))
+    load = os.getloadavg()
     md = [f"# dalkit label on {args.n:,} MNIST PNGs ({args.threads} torch threads)", "",
+          f"Load average at the end (1/5/15 min): {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on 2 cores.",
+          "",
           "| measurement | value |", "|---|---|",
           f"| folder of PNGs | {res['folder_bytes'] / 2**20:.1f} MiB |",
           f"| `dalkit label init` (scan, hash, decode, cache) | {res['init_s']} s |",

@@ -203,7 +203,10 @@ def test_models_that_cannot_be_adapted_say_what_is_missing(builder, kw, message,
 
 def test_bad_pools_are_refused(digits_model):
     pool = np.random.default_rng(0).normal(size=(30, 5)).astype(np.float32)
-    pool[[4, 17]] = np.nan
+    pool[9, :2] = 3e38  # finite values whose row sum overflows: not a bad row
+    QueryContext(nn.Linear(5, 3), pool, torch.arange(3), torch.arange(3), 3, torch.Generator())
+    pool[4, 1] = np.nan
+    pool[17, 0] = -np.inf
     with pytest.raises(DatasetFormatError, match=r"2 rows hold NaN or inf values \(rows 4, 17\)"):
         QueryContext(nn.Linear(5, 3), pool, torch.arange(3), torch.arange(3), 3, torch.Generator())
     with pytest.raises(ConfigError, match="at least 2-D"):

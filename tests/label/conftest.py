@@ -29,6 +29,14 @@ def mnist_pngs(tmp_path_factory, mnist: DataSplits) -> tuple[Path, list[int]]:
     return folder, mnist.train.labels[:300].tolist()
 
 
+def tree(root: Path) -> dict[str, str]:
+    """Every file under ``root`` with the SHA-256 of its bytes (to check that nothing changed)."""
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
 def free_port() -> int:
     import socket
 

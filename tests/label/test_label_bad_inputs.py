@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.label.conftest import tree
 
 from dalkit.cli import main
 from dalkit.label import Project
 
 CLASSES = ",".join(str(c) for c in range(10))
-
-
-def tree(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(root.rglob("*"))}
 
 
 @pytest.fixture

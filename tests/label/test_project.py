@@ -206,3 +206,30 @@ def test_features_project_trains_the_mlp_head_on_the_users_rows(tmp_path, mnist_
     assert isinstance(built["model"], FeatureMLP) and built["model"].hidden == 16
     assert built["pool"].shape == (300, 32) and built["pool"].dtype == torch.float32
     assert second["round"] == 0 and len(second["items"]) == 10
+
+
+def test_dm2_at_counterparts_are_built_at_query_time_and_trained_on_next_round(tmp_path, mnist_pngs,
+                                                                                monkeypatch):
+    folder, labels = mnist_pngs
+    p = make(tmp_path, folder, method="dm2-at")
+    for _ in range(2):
+        for item in p.next_batch()["items"]:
+            p.label(item, str(labels[p.index[item]]))
+    batch1 = p.batches()[1]
+    saved = torch.load(tmp_path / "p" / "adv" / "batch-0001.pt", weights_only=True)
+    assert saved["items"] == batch1["items"] and saved["images"].shape == (10, 1, 28, 28)
+    import dalkit.experiment.round as round_module
+
+    seen = {}
+    real = round_module.train_round
+
+    def spy(*a, **kw):
+        seen["adv_index"], seen["adv_images"] = a[9], a[10]
+        return real(*a, **kw)
+
+    monkeypatch.setattr(round_module, "train_round", spy)
+    p.next_batch()
+    assert sorted(seen["adv_index"].tolist()) == sorted(p.index[i] for i in batch1["items"])
+    order = [p.index[i] for i in saved["items"]]
+    got = dict(zip(seen["adv_index"].tolist(), seen["adv_images"], strict=True))
+    assert all(torch.equal(got[k], img) for k, img in zip(order, saved["images"], strict=True))

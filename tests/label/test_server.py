@@ -3,22 +3,16 @@ paths outside the static folder refused, a label answered only once it is in the
 
 from __future__ import annotations
 
-import hashlib
 import time
-from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
+from tests.label.conftest import tree
 
 from dalkit.label import Project
 from dalkit.label.server import create_app, safe_path
 
 TOKEN = "t0ken-for-tests"
-
-
-def tree(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture

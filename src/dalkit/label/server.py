@@ -82,6 +82,11 @@ def create_app(project_dir: str | Path, token: str, static_dir: Path = STATIC) -
     """The ASGI app of a project's labeling page (``static_dir``: where ``/static/...`` is served from)."""
     project = Project(project_dir)
     worker = RoundWorker(project)
+    # warm up what the first page load needs (the journal's state, Pillow's codecs), so a person's first
+    # batch of thumbnails is not also the server's start-up
+    project.status()
+    if project.items:
+        project.image_bytes(project.items[0].item, THUMB_SIDE)
 
     def authorised(request: Request) -> bool:
         given = request.headers.get("x-dalkit-token") or request.query_params.get("token") or ""

@@ -136,7 +136,7 @@ class ModelAdapter(nn.Module):
                     io[name] = (args[0], out)
             return hook
 
-        handles = [m.register_forward_hook(record(n)) for n, m in modules.items() if n]
+        handles = [m.register_forward_hook(record(n)) for n, m in modules.items()]  # "" = the net itself
         modes = [(m, m.training) for m in self.net.modules()]
         try:
             self.net.eval()
