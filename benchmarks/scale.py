@@ -118,9 +118,9 @@ def part_executors(args: argparse.Namespace) -> None:
     import tempfile
 
     methods = "entropy,coreset,badge,dm2-at"
-    common = ["--dataset", args.dataset, "--method", methods, "--pool-size", str(args.pool), "--test-size", "300",
-              "--initial-size", "20", "--budget", "20", "--rounds", "3", "--seeds", "0,1,2", "--epochs", str(args.epochs),
-              "--device", "cpu", "--quiet"]
+    common = ["--dataset", args.dataset, "--method", methods, "--pool-size", str(args.pool),
+              "--test-size", "300", "--initial-size", "20", "--budget", "20", "--rounds", "3",
+              "--seeds", "0,1,2", "--epochs", str(args.epochs), "--device", "cpu", "--quiet"]
     rows = {}
     tmp = Path(tempfile.mkdtemp())
     for executor in ("local", "ray"):
