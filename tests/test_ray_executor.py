@@ -203,20 +203,40 @@ def test_a_killed_node_is_retried_elsewhere(cluster, local_runs, digits, tmp_pat
     """Kill the second node's raylet (by its process id) once a task on it has recorded round 0: that
     task is submitted again, runs on the head, and both seeds end with the records of local runs."""
     from ray._private import ray_constants
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     victim = cluster.list_all_nodes()[1]
     raylet_pid = victim.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid
     executor = RayExecutor(ExecutorConfig(name="ray"))
     cfg = config("entropy", seeds=(0, 1))
     killed: list[int] = []
+    release, started = tmp_path / "release", tmp_path / "started"
+
+    @ray.remote(num_cpus=1)
+    def hold_head_cpu(started: str, release: str) -> None:  # so the first task must go to the victim
+        Path(started).touch()
+        while not Path(release).exists():
+            time.sleep(0.05)
+
+    head_id = cluster.head_node.node_id
+    holder = hold_head_cpu.options(scheduling_strategy=NodeAffinitySchedulingStrategy(head_id, soft=False)
+                                   ).remote(str(started), str(release))
+    deadline = time.monotonic() + 60
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
     def kill_node(record: dict) -> None:
         info = executor.workers[(str(tmp_path / "run"), record["seed"])]
         if record["round"] == 0 and info["node_id"] == victim.node_id and not killed:
+            release.touch()
             os.kill(raylet_pid, signal.SIGKILL)
             killed.append(record["seed"])
 
-    run_ray([cfg], [tmp_path / "run"], digits, kill_node, executor)
+    try:
+        run_ray([cfg], [tmp_path / "run"], digits, kill_node, executor)
+    finally:
+        release.touch()
+    ray.get(holder)
     assert killed, "no task ran on the second node"
     assert len(executor.failures[(str(tmp_path / "run"), killed[0])]) >= 1
     reference = tmp_path / "local"
