@@ -20,8 +20,9 @@ ROBUST = ("corrupt_acc", "corrupt_acc_mean", "fgsm_acc", "pgd_acc", "attack_epsi
 
 
 def _cfg(**kw) -> ExperimentConfig:
-    return ExperimentConfig(dataset="digits", method="margin", initial_size=20, budget=10, rounds=2, seeds=(0,),
-                            pool_size=300, train=TrainConfig(epochs=1, batch_size=32, min_steps=6), device="cpu",
+    return ExperimentConfig(dataset="digits", method="margin", initial_size=20, budget=10, rounds=2,
+                            seeds=(0,), pool_size=300, device="cpu",
+                            train=TrainConfig(epochs=1, batch_size=32, min_steps=6),
                             test_corruptions=("stripe:1",), attack_epsilon=0.05, pgd_steps=2, pgd_restarts=1,
                             **kw)
 
@@ -37,7 +38,7 @@ def both(digits, tmp_path_factory):
 def test_final_only_evaluates_the_last_round_and_changes_nothing_else(both):
     _, every, final = both
     assert [r["round"] for r in final] == [0, 1, 2]
-    for e, f in zip(every, final):
+    for e, f in zip(every, final, strict=True):
         assert {k for k in ROBUST if k in f} == (set(ROBUST) if f["round"] == 2 else set())
         # training, selection and the clean accuracy are those of the every-round run, bit for bit
         for key in ("selected", "test_acc", "train_loss", "n_labeled"):
