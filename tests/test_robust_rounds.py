@@ -77,7 +77,10 @@ def test_a_robust_column_in_a_middle_round_is_refused(both, digits):
     # the file checks accept robust columns in every round or in each seed's last round only ...
     check_records(recs, "x")
     check_records([{**r, "fgsm_acc": 0.5} for r in recs], "x")
-    # ... but not a column that skips a middle round
+    # ... the last-round-only layout not where the config says every round ...
+    with pytest.raises(RunDirectoryError, match="line 1 lacks 'corrupt_acc_mean', which line 3 records"):
+        check_records(recs, "x", "every")
+    # ... and never a column that skips a middle round
     damaged = [recs[0] | {"fgsm_acc": 0.5}, recs[1], recs[2]]
     with pytest.raises(RunDirectoryError, match="line 2 lacks 'fgsm_acc'"):
         check_records(damaged, "x")

@@ -88,13 +88,16 @@ ROBUST_COLUMNS = ("corrupt_acc_mean", "corrupt_acc", "fgsm_acc", "pgd_acc", "att
 _BOUNDS = {"n_adversarial": "n_labeled", "n_trained": "n_labeled", "n_ood_labeled": "n_labeled"}
 
 
-def check_records(records: list[Any], where: str | Path) -> None:
+def check_records(records: list[Any], where: str | Path, robust_rounds: str | None = None) -> None:
     """Check the round records of a run directory: each is a mapping with the required keys, every key
     it holds of the right type and range (accuracies in [0, 1], counts non-negative and no larger than
     what they count), the experiment's columns in every round or in none (a robustness column may
     also be in each seed's last round only: ``robust_rounds: final``), and each seed's rounds
     0..k-1, each exactly once.
 
+    Args:
+        robust_rounds: the run's setting where its config is known: "every" allows a robustness column
+            in every round or none only; None (no config) also allows each seed's last round only.
     Raises:
         RunDirectoryError: says which line and what is wrong.
     """
@@ -125,7 +128,7 @@ def check_records(records: list[Any], where: str | Path) -> None:
     last = {}  # seed -> its highest round
     for rec in records:
         last[rec["seed"]] = max(last.get(rec["seed"], rec["round"]), rec["round"])
-    final_only = {k for k in first_with if k in ROBUST_COLUMNS
+    final_only = {k for k in first_with if k in ROBUST_COLUMNS and robust_rounds != "every"
                   and all(k not in rec or rec["round"] == last[rec["seed"]] for rec in records)}
     for line, rec in enumerate(records, 1):
         missing = [k for k in first_with if k not in rec
@@ -271,7 +274,7 @@ class RunDirectory:
                     f"{self.path} was run with {old_resolved} but the method now resolves to {resolved} "
                     "(a default changed?); choose another output directory or delete this one"
                 )
-        check_records(self.read_rounds(), self.rounds_path)
+        check_records(self.read_rounds(), self.rounds_path, config.robust_rounds)
 
     def prepare(self, config: ExperimentConfig, resolved: dict[str, Any] | None = None) -> None:
         """Create the directory (after :meth:`check`), remove temporaries a killed run left, and write the

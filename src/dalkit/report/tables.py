@@ -86,11 +86,12 @@ def load_run(path: str | Path) -> tuple[str, list[dict[str, Any]]]:
     rd = RunDirectory(path)
     if not rd.rounds_path.is_file():
         raise RunDirectoryError(f"{path} is not a run directory (no rounds.jsonl)")
-    label = rd.read_config().method if rd.config_path.exists() else Path(path).name
+    config = rd.read_config() if rd.config_path.exists() else None
+    label = config.method if config is not None else Path(path).name
     records = rd.read_rounds()
     if not records:
         raise RunDirectoryError(f"{rd.rounds_path} has no completed rounds yet")
-    check_records(records, rd.rounds_path)
+    check_records(records, rd.rounds_path, config.robust_rounds if config is not None else None)
     return label, records
 
 
