@@ -136,6 +136,7 @@ PERFORMANCE_ONLY: dict[tuple[str, str], tuple[dict, object]] = {
     ("lplgrad", "chunk_size"): ({}, 5),
     ("ent-gradnorm", "chunk_size"): ({}, 5),
     ("noise-stability", "batch_size"): ({"k": 4}, 7),
+    ("probcover", "backend"): ({"backend": "torch"}, "faiss"),  # float64 decisions: the same picks
 }
 
 
