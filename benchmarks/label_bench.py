@@ -69,12 +69,13 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/dalkit_label_bench")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/label_bench"))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--note", default="", help="a line on the machine's state, printed under the title")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    res: dict[str, object] = {"n": args.n, "threads": args.threads}
+    res: dict[str, object] = {"n": args.n, "threads": args.threads, "note": args.note}
     mnist = load_dataset("mnist", ROOT / "data")
     images, labels = mnist.train.images[: args.n], mnist.train.labels[: args.n]
     folder = work / "images"
@@ -172,6 +173,7 @@ def main() -> None:
     load = os.getloadavg()
     md = [f"# dalkit label on {args.n:,} MNIST PNGs ({args.threads} torch threads)", "",
           f"Load average at the end (1/5/15 min): {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on 2 cores.",
+          *([args.note] if args.note else []),
           "",
           "| measurement | value |", "|---|---|",
           f"| folder of PNGs | {res['folder_bytes'] / 2**20:.1f} MiB |",

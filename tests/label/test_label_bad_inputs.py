@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from tests.label.conftest import tree
 
 from dalkit.cli import main
@@ -95,3 +97,36 @@ def test_cli_exit_code_in_a_real_process(project):
                           "/nonexistent.csv"], capture_output=True, text=True)
     assert out.returncode == 2 and out.stderr.strip().count("\n") == 0
     assert "cannot read label file /nonexistent.csv" in out.stderr
+
+
+def test_scan_of_a_features_project_is_refused_and_its_advice_keeps_the_labels(tmp_path, mnist_pngs, capsys):
+    src, labels = mnist_pngs
+    folder = tmp_path / "imgs"
+    shutil.copytree(src, folder)
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "emb.npy", rng.standard_normal((300, 8)).astype(np.float32))
+    proj = tmp_path / "p"
+    assert main(["label", "init", str(proj), "--images", str(folder), "--classes", CLASSES,
+                 "--features", str(tmp_path / "emb.npy")]) == 0
+    p = Project(proj)
+    for it in p.items[:5]:
+        p.label(it.item, str(labels[int(it.path[:5])]), "file")
+    p.mark_ood(p.items[5].item, "file")
+    Image.fromarray(np.full((28, 28), 200, np.uint8)).save(folder / "zz-new.png")  # an image added
+    expected = ("dalkit: error: a --features project cannot be re-scanned (new images would have no feature "
+                f"row); to add images: dalkit label export {proj} --format csv --out labels.csv, then dalkit "
+                f"label init NEW --images {folder.resolve()} --features NEW.npy --labels labels.csv\n")
+    before = tree(proj)
+    capsys.readouterr()
+    assert main(["label", "scan", str(proj)]) == 2
+    assert capsys.readouterr().err == expected
+    assert tree(proj) == before  # byte for byte: no cache, manifest or journal written
+    # the advice works: the labels come back in a new project with a row for the added image
+    assert main(["label", "export", str(proj), "--format", "csv", "--out", str(tmp_path / "labels.csv")]) == 0
+    np.save(tmp_path / "new.npy", rng.standard_normal((301, 8)).astype(np.float32))
+    assert main(["label", "init", str(tmp_path / "new"), "--images", str(folder), "--classes", CLASSES,
+                 "--features", str(tmp_path / "new.npy"), "--labels", str(tmp_path / "labels.csv")]) == 0
+    new = Project(tmp_path / "new")
+    assert len(new.items) == 301 and new.items[-1].path == "zz-new.png"
+    assert {i: s.label for i, s in new.state().items()} == {
+        it.item: str(labels[int(it.path[:5])]) for it in p.items[:5]}
