@@ -385,6 +385,10 @@ CORPUS: list[tuple[str, Callable[[Path], None] | None, list[str], str]] = [
      "needs an open-set pool"),
     ("config-open-set-oracle-without-fraction", _write("c.yaml", "open_set_oracle: random-label\n"), CFG(),
      "needs an open-set pool"),
+    ("config-open-set-oracle-default-without-fraction", _write("c.yaml", "open_set_oracle: discard\n"), CFG(),
+     "open_set_oracle 'discard' needs an open-set pool"),
+    ("config-open-set-source-without-fraction", _write("c.yaml", "open_set_source: photos\n"), CFG(),
+     "open_set_source 'photos' needs an open-set pool"),
     ("pgd-steps-without-epsilon", None, R("--pgd-steps", "3"), "needs attack_epsilon"),
     # contradictions between a method's name and other flags
     ("ssl-method-recipe-contradiction", None, R("--method", "fixmatch:random", "--recipe", "supervised"),
@@ -396,11 +400,15 @@ CORPUS: list[tuple[str, Callable[[Path], None] | None, list[str], str]] = [
     # what cannot be served
     ("open-set-fraction-near-one", None, R("--open-set-fraction", "0.999"), "open_set_fraction"),
     ("imbalance-empties-classes", None, R("--imbalance-ratio", "1e9"), "empties the tail classes"),
+    ("open-set-initial-beyond-in-distribution", None,
+     NEW("--open-set-fraction", "0.5", "--initial-size", "1500"), "1497 in-distribution pool samples"),
     ("imbalance-just-too-large", None, R("--imbalance-ratio", "200"), "at most"),
     ("ssl-unlabeled-pool-runs-out", None,
      NEW("--method", "fixmatch:random", "--pool-size", "20", "--rounds", "2"), "leaves none"),
     ("features-beyond-float32", _npy("f.npy", np.full((N_DIGITS, 4), 1e300)),
      R("--method", "coreset", "--option", "source=features", "--features", "{T}/f.npy"), "float32"),
+    ("features-model-beyond-float32", _npy("f.npy", np.full((N_DIGITS, 4), 1e300)),
+     NEW("--model", "features", "--features", "{T}/f.npy"), "float32"),
     # sizes whose memory no machine holds: refused from the estimate, before anything is allocated
     ("lplgrad-hidden-huge", None, NEW("--method", "lplgrad", "--recipe-option", "hidden=1000000000"),
      "(hidden)"),
