@@ -34,6 +34,7 @@ RECIPE_VARIANTS: dict[str, dict[str, tuple[dict, object]]] = {
         "epsilon": ({"epsilon": 0.03}, 0.2),
         "label": ({"epsilon": 0.1}, "predicted"),
         "regenerate": ({"epsilon": 0.1}, True),
+        "epsilon_units": ({"epsilon": 0.1, "regenerate": True}, "std"),
     },
     "loss-prediction": {
         "margin": ({}, 0.2),

@@ -414,14 +414,24 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _options(obj: Any) -> dict[str, Any]:
+    """A strategy's or recipe's options; one added after runs were recorded (field metadata
+    ``resolved_at_default: False``) is left out at its default, so those runs still resume."""
+    out = dataclasses.asdict(obj)
+    for f in dataclasses.fields(obj):
+        if f.metadata.get("resolved_at_default", True) is False and out[f.name] == f.default:
+            del out[f.name]
+    return out
+
+
 def resolved_options(config: ExperimentConfig) -> dict[str, Any]:
     """The method's strategy and recipe with every option, defaults included, and the effective
     candidate subset (JSON-ready)."""
     spec = resolve_method(config.method)
     strategy, recipe = _strategy_for(config), _recipe_for(config)
     return json.loads(json.dumps({
-        "strategy": {"name": spec.strategy, **dataclasses.asdict(strategy)},
-        "recipe": {"name": config.recipe or spec.recipe, **dataclasses.asdict(recipe)},
+        "strategy": {"name": spec.strategy, **_options(strategy)},
+        "recipe": {"name": config.recipe or spec.recipe, **_options(recipe)},
         "subset": config.candidate_subset,
     }))
 

@@ -41,7 +41,14 @@ from dalkit.data import CIFAR_FGSM_EPSILON, channel_stats, to_float
 from dalkit.errors import BudgetError, ConfigError, LabelError, OutputError
 from dalkit.experiment.methods import resolve_method
 from dalkit.experiment.round import ModelSpec, OnProgress, initial_labeled, run_round
-from dalkit.files import atomic_write_bytes, atomic_write_text, check_dir_writable, ensure_dir
+from dalkit.files import (
+    atomic_write_bytes,
+    atomic_write_text,
+    check_dir_writable,
+    ensure_dir,
+    owner_tag,
+    remove_dead_temporaries,
+)
 from dalkit.label.journal import Journal, LabelState
 from dalkit.label.sources import Item, Source, build_cache, list_source
 from dalkit.strategies import create_strategy
@@ -223,7 +230,9 @@ class Project:
                                features=features is not None, **options)
         rows = _load_feature_rows(features, len(src.entries), src) if features is not None else None
         labels_rows = _read_label_csv(labels_file) if labels_file is not None else None
-        tmp = path.parent / f".{path.name}.init-{os.getpid()}"
+        # a kill while building leaves this folder; the next init of ``path`` removes it (its process is gone)
+        remove_dead_temporaries(path.parent, f".{path.name}.init-", legacy=r"\d+")
+        tmp = path.parent / f".{path.name}.init-{owner_tag()}"
         try:
             ensure_dir(tmp)
             items, skipped = build_cache(src, ch, size, tmp / "cache-0.u8")
@@ -669,7 +678,7 @@ class Project:
         rows = self.labeled_rows()
         for item, _path, label in rows:
             data, suffix = self.image_bytes(item)
-            atomic_write_bytes(out / label / f"{item}{suffix}", data)
+            atomic_write_bytes(out / label / f"{item}{suffix}", data, clean=False)  # into an empty folder
         return len(rows)
 
     def image_bytes(self, item: str, max_side: int | None = None) -> tuple[bytes, str]:
