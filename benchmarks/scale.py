@@ -96,7 +96,7 @@ def selection_one(path: str, labels_path: str, strategy: str, budget: int, subse
         candidates = unl[torch.randperm(unl.numel(), generator=torch.Generator().manual_seed(4))[:subset]]
     chosen = create_strategy(strategy)
     shape = memory.SelectionShape(n - 1000 if candidates is None else subset, 1000, pool.shape[1], 10, budget,
-                                  pool.shape[1], 4)
+                                  pool.shape[1], 4, batch=8192)
     estimate = sum(memory.selection_parts(chosen, shape).values())
     try:
         memory.check_selection_memory(chosen, strategy, shape, int(limit_gib * memory.GIB))
@@ -145,6 +145,23 @@ def part_selection(args: argparse.Namespace) -> None:
                     result["subset"] = int(subsets[name])
             print(key, result, flush=True)
             save(key, result)
+
+
+def part_estimates(args: argparse.Namespace) -> None:
+    """Recompute ``estimate_mib`` of every stored selection with the current estimate (arithmetic only)."""
+    from dalkit.experiment import memory
+    from dalkit.strategies import create_strategy
+
+    for key, value in sorted(load().items()):
+        if not key.startswith("selection/") or "estimate_mib" not in value:
+            continue
+        size, name = key.split("/")[1:]
+        n, dim = map(int, size.split("x"))
+        shape = memory.SelectionShape(value.get("subset", n - 1000), 1000, dim, 10, args.budget, dim, 4,
+                                      batch=8192)
+        parts = memory.selection_parts(create_strategy(name), shape)
+        value["estimate_mib"] = round(sum(parts.values()) / 2**20)
+        save(key, value)
 
 
 def part_executors(args: argparse.Namespace) -> None:
@@ -347,6 +364,8 @@ def main() -> None:
     k.add_argument("--dim", type=int, default=512)
     k.add_argument("--k", type=int, default=20)
     k.add_argument("--cache", default="/tmp/dalkit-scale")
+    m = sub.add_parser("estimates")
+    m.add_argument("--budget", type=int, default=100)
     c = sub.add_parser("probcover")
     c.add_argument("--n", type=int, default=20000)
     c.add_argument("--dim", type=int, default=512)
@@ -355,7 +374,7 @@ def main() -> None:
     args = p.parse_args()
     parts = {"probcover": part_probcover, "selection": part_selection,
              "executors": part_executors, "score-workers": part_score_workers,
-             "knn": part_knn}
+             "knn": part_knn, "estimates": part_estimates}
     parts[args.part](args)
 
 

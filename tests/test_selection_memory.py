@@ -45,6 +45,7 @@ def test_the_parts_by_hand():
     assert memory.pool_outputs_bytes(MILLION) == outputs
     assert memory.selection_parts(create_strategy("entropy"), MILLION) == {
         "model outputs of the pool (--subset)": outputs,
+        "inference batches (eval_batch_size)": 2 * 1024 * (3 * 512 + 2 * 512 + 2 * 10) * 4,
         "scores and their seeded ranking (--subset)": u * (c * 4 + 8 + 16)}
     assert memory.selection_parts(create_strategy("coreset"), MILLION)["k-center copy of the embeddings "
                                                                       "(--subset)"] == u * e * 4 + u * 36
@@ -65,7 +66,7 @@ def test_refusals_name_the_option_that_makes_the_selection_fit():
         "580,000 of the unlabeled pool ranked per round) or lower the option named in brackets")
     # the graph's bound does not shrink with the candidates: only max_edges makes it fit
     assert _refusal("probcover", 24, max_edges=10**9) == (
-        "strategy 'probcover' needs about 51.3 GiB to select from 999,000 samples (delta-ball graph "
+        "strategy 'probcover' needs about 51.4 GiB to select from 999,000 samples (delta-ball graph "
         "(max_edges): 44.7 GiB), more than the 24.0 GiB available; use --option max_edges=380000000")
     assert _refusal("probcover", 8).endswith("use --option max_edges=30000000")
     # nothing fits: not even the budget's worth of candidates

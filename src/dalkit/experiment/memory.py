@@ -22,6 +22,7 @@ the checks count as available (e.g. a machine shared with other jobs).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -146,6 +147,7 @@ class SelectionShape:
         embed_dim: E, the model's embedding width; num_classes: C; budget: B, picks per round.
         input_floats: floats of one model input (pixels, feature values); input_bytes: bytes of one
             stored pool sample (uint8 images 1 per value, float pools 4).
+        batch: the inference batch of the pool's forward passes (``eval_batch_size``).
     """
 
     n_unlabeled: int
@@ -155,10 +157,10 @@ class SelectionShape:
     budget: int
     input_floats: int
     input_bytes: int
+    batch: int = 1024
 
     def with_unlabeled(self, n: int) -> SelectionShape:
-        return SelectionShape(n, self.n_labeled, self.embed_dim, self.num_classes, self.budget,
-                              self.input_floats, self.input_bytes)
+        return dataclasses.replace(self, n_unlabeled=n)
 
 
 #: the part every strategy without a ``memory_parts`` hook has: a score per candidate, ranked
@@ -171,6 +173,13 @@ def pool_outputs_bytes(s: SelectionShape) -> int:
     return (s.n_unlabeled + s.n_labeled) * (2 * s.num_classes + s.embed_dim) * _FLOAT + s.n_unlabeled * 8 * 3
 
 
+def batch_bytes(s: SelectionShape) -> int:
+    """One inference batch of a pass over the pool: the gathered inputs, their float copy and the
+    model's standardised input, the embeddings and logits, twice (measured: the allocator keeps the
+    previous batch's buffers while the next one is built)."""
+    return 2 * s.batch * (3 * s.input_floats + 2 * s.embed_dim + 2 * s.num_classes) * _FLOAT
+
+
 def ranking_bytes(s: SelectionShape) -> int:
     """Scores [U] and :func:`~dalkit.strategies.top_k`'s permutation, permuted scores and order."""
     return s.n_unlabeled * (s.num_classes * _FLOAT + 2 * _FLOAT + 16)
@@ -178,7 +187,8 @@ def ranking_bytes(s: SelectionShape) -> int:
 
 def selection_parts(strategy: Any, s: SelectionShape) -> dict[str, int]:
     """Upper bound of the memory one selection of ``strategy`` adds, in bytes, by what causes it."""
-    out = {"model outputs of the pool (--subset)": pool_outputs_bytes(s)}
+    out = {"model outputs of the pool (--subset)": pool_outputs_bytes(s),
+           "inference batches (eval_batch_size)": batch_bytes(s)}
     hook = getattr(strategy, "memory_parts", None)
     out.update(hook(s) if hook is not None else {f"{RANKING} (--subset)": ranking_bytes(s)})
     return out
@@ -227,6 +237,6 @@ def check_selection_memory(strategy: Any, name: str, s: SelectionShape, availabl
                       f"the {available / GIB:,.1f} GiB available; {fix}")
 
 
-__all__ = ["RANKING", "SelectionShape", "activation_floats", "available_bytes", "check_round_memory",
-           "check_selection_memory", "largest_fitting_subset", "parameter_count", "pool_outputs_bytes",
-           "ranking_bytes", "round_bytes", "selection_parts"]
+__all__ = ["RANKING", "SelectionShape", "activation_floats", "available_bytes", "batch_bytes",
+           "check_round_memory", "check_selection_memory", "largest_fitting_subset", "parameter_count",
+           "pool_outputs_bytes", "ranking_bytes", "round_bytes", "selection_parts"]

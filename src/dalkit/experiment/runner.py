@@ -539,7 +539,8 @@ def selection_shape(config: ExperimentConfig, data: Prepared, embed_dim: int) ->
     return memory.SelectionShape(
         n_unlabeled=unlabeled, n_labeled=config.initial_size + max(0, config.rounds - 1) * config.budget,
         embed_dim=embed_dim, num_classes=data.pool.num_classes, budget=config.budget,
-        input_floats=int(images[0].numel()), input_bytes=int(images.element_size()))
+        input_floats=int(images[0].numel()), input_bytes=int(images.element_size()),
+        batch=min(data.train_cfg.eval_batch_size, len(data.pool)))
 
 
 def _check_pool(config: ExperimentConfig, data: Prepared) -> None:

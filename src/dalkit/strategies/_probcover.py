@@ -525,9 +525,9 @@ class ProbCover:
         """The ``max_edges`` (rounded down to two significant digits) whose graph fits beside the rest
         of the selection in ``available`` bytes, or None when nothing is left for a graph of N edges."""
         rest = sum(v for k, v in self.memory_parts(s).items() if "max_edges" not in k)
-        from dalkit.experiment.memory import pool_outputs_bytes
+        from dalkit.experiment.memory import batch_bytes, pool_outputs_bytes
 
-        edges = (available - rest - pool_outputs_bytes(s)) // self.EDGE_BYTES
+        edges = (available - rest - pool_outputs_bytes(s) - batch_bytes(s)) // self.EDGE_BYTES
         if edges < 2 * (s.n_unlabeled + s.n_labeled):
             return None
         digits = max(0, len(str(edges)) - 2)
