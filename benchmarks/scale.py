@@ -9,10 +9,15 @@ measurement is skipped on a re-run, so the script resumes) and rewrites benchmar
     python benchmarks/scale.py score-workers --n 250000
     # exact L2 kNN of a features pool: the torch path vs faiss
     python benchmarks/scale.py knn --n 60000
+    # one ProbCover selection with its torch and its faiss backend (same picks?)
+    python benchmarks/scale.py probcover --n 20000
 
 Selection runs each strategy in its own process (so its peak resident memory is its own), on a
 ``features`` model (a linear head, depth 0) trained on 1,000 labeled rows: the measurement is the
-selection, not a backbone.  A strategy that passes ``--timeout`` seconds is recorded as such.
+selection, not a backbone.  A strategy that passes ``--timeout`` seconds is recorded as such; one whose
+selection-memory estimate (dalkit.experiment.memory, the runner's check) exceeds ``--limit-gib`` is
+recorded as refused with its message, without running; ``--subset STRATEGY=R`` ranks a random R of the
+unlabeled pool for that strategy (the runner's --subset).
 """
 
 from __future__ import annotations
@@ -63,54 +68,100 @@ def features_file(n: int, dim: int, cache: Path) -> Path:
     return path
 
 
-def selection_one(path: str, labels_path: str, strategy: str, budget: int) -> dict:
-    """One query of ``strategy`` on the memory-mapped pool (run in a child process)."""
+def selection_one(path: str, labels_path: str, strategy: str, budget: int, subset: int | None,
+                  limit_gib: float) -> dict:
+    """One query of ``strategy`` on the memory-mapped pool (run in a child process): refused up front
+    when dalkit's selection-memory estimate exceeds ``limit_gib`` (the runner's check), else timed."""
     import torch
 
     sys.path.insert(0, str(Path(__file__).parent))
     from query_cost import PeakRSS
 
+    from dalkit.errors import ConfigError
+    from dalkit.experiment import memory
     from dalkit.models.features import FeatureMLP
     from dalkit.strategies import QueryContext, create_strategy, query
     from dalkit.training import TrainConfig, TrainSet, fit, supervised_step
 
     torch.set_num_threads(1)
-    pool = torch.from_numpy(np.load(path, mmap_mode="r"))  # read-only map: pages come in as read
+    pool = torch.from_numpy(np.load(path, mmap_mode="c"))  # copy-on-write map: pages come in as read
     y = torch.from_numpy(np.load(labels_path))
-    labeled = torch.randperm(pool.shape[0], generator=torch.Generator().manual_seed(0))[:1000].sort().values
+    n = pool.shape[0]
+    labeled = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:1000].sort().values
+    candidates = None
+    if subset is not None and subset < n - 1000:  # the runner's --subset: a random R of the unlabeled
+        free = torch.ones(n, dtype=torch.bool)
+        free[labeled] = False
+        unl = free.nonzero().squeeze(1)
+        candidates = unl[torch.randperm(unl.numel(), generator=torch.Generator().manual_seed(4))[:subset]]
+    chosen = create_strategy(strategy)
+    shape = memory.SelectionShape(n - 1000 if candidates is None else subset, 1000, pool.shape[1], 10, budget,
+                                  pool.shape[1], 4, batch=8192)
+    estimate = sum(memory.selection_parts(chosen, shape).values())
+    try:
+        memory.check_selection_memory(chosen, strategy, shape, int(limit_gib * memory.GIB))
+    except ConfigError as exc:
+        return {"refused": str(exc), "estimate_mib": round(estimate / 2**20)}
     torch.manual_seed(0)
     model = FeatureMLP(pool.shape[1], 10, depth=0, dropout=0.3)
     fit(model, TrainSet(pool[labeled].clone(), y[labeled]), supervised_step,
         TrainConfig(epochs=5, batch_size=64), torch.Generator().manual_seed(0))
     model.eval()
-    ctx = QueryContext(model, pool, labeled, y[labeled], 10, torch.Generator().manual_seed(1), "cpu", 8192)
+    ctx = QueryContext(model, pool, labeled, y[labeled], 10, torch.Generator().manual_seed(1), "cpu", 8192,
+                       candidates=candidates)
     with PeakRSS() as mem:
         t0 = time.perf_counter()
-        query(create_strategy(strategy), ctx, budget)
+        query(chosen, ctx, budget)
         seconds = time.perf_counter() - t0
-    return {"seconds": round(seconds, 2), "peak_mib": round(mem.peak / 2**20)}
+    out = {"seconds": round(seconds, 2), "peak_mib": round(mem.peak / 2**20),
+           "estimate_mib": round(estimate / 2**20)}
+    if subset is not None:
+        out["subset"] = subset
+    return out
 
 
 def part_selection(args: argparse.Namespace) -> None:
     from dalkit.strategies import STRATEGIES
 
     names = args.strategies or STRATEGIES.names()
+    subsets = dict(item.split("=") for item in args.subset or [])
     for n in args.sizes:
         path = features_file(n, args.dim, Path(args.cache))
         labels = Path(args.cache) / f"labels_{n}.npy"
         for name in names:
             key = f"selection/{n}x{args.dim}/{name}"
-            if key in load():
+            if key in load() and not args.redo:
                 continue
-            cmd = [sys.executable, __file__, "_one", str(path), str(labels), name, str(args.budget)]
+            cmd = [sys.executable, __file__, "_one", str(path), str(labels), name, str(args.budget),
+                   subsets.get(name, "none"), str(args.limit_gib)]
+            env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
             try:
-                out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+                out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
                 result = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else \
                     {"error": (out.stderr.strip().splitlines() or ["?"])[-1][:200]}
             except subprocess.TimeoutExpired:
                 result = {"timeout": args.timeout}
+                if name in subsets:
+                    result["subset"] = int(subsets[name])
             print(key, result, flush=True)
             save(key, result)
+
+
+def part_estimates(args: argparse.Namespace) -> None:
+    """Recompute ``estimate_mib`` of every stored selection with the current estimate (arithmetic only)."""
+    from dalkit.experiment import memory
+    from dalkit.strategies import create_strategy
+
+    for key, value in sorted(load().items()):
+        if not key.startswith("selection/") or "estimate_mib" not in value:
+            continue
+        size, name = key.split("/")[1:]
+        n, dim = map(int, size.split("x"))
+        shape = memory.SelectionShape(value.get("subset", n - 1000), 1000, dim, 10, args.budget, dim, 4,
+                                      batch=8192)
+        parts = memory.selection_parts(create_strategy(name), shape)
+        value["estimate_mib"] = round(sum(parts.values()) / 2**20)
+        save(key, value)
 
 
 def part_executors(args: argparse.Namespace) -> None:
@@ -214,24 +265,66 @@ def part_knn(args: argparse.Namespace) -> None:
     save(key, result)
 
 
+def part_probcover(args: argparse.Namespace) -> None:
+    """One ProbCover selection (delta by purity, its graph, the greedy) on the first ``n`` rows of the
+    features pool, with the torch and the faiss backend, 1 thread each: seconds per stage and whether
+    the picks are the same."""
+    import faiss
+    import torch
+
+    from dalkit.models.features import FeatureMLP
+    from dalkit.strategies import QueryContext, create_strategy, query
+
+    torch.set_num_threads(1)
+    faiss.omp_set_num_threads(1)
+    path = features_file(max(args.n, 20000), args.dim, Path(args.cache))
+    x = torch.from_numpy(np.load(path, mmap_mode="r")[:args.n].copy())
+    y = torch.from_numpy(np.load(Path(args.cache) / f"labels_{max(args.n, 20000)}.npy")[:args.n])
+    labeled = torch.arange(0, args.n, args.n // 1000)
+    torch.manual_seed(0)
+    model = FeatureMLP(args.dim, 10, depth=0).eval()
+    picks = {}
+    for backend in ("torch", "faiss"):
+        key = f"probcover/{args.n}x{args.dim}/{backend}"
+        ctx = QueryContext(model, x, labeled, y[labeled], 10, torch.Generator().manual_seed(1), "cpu", 8192)
+        t0 = time.perf_counter()
+        sel = query(create_strategy("probcover", backend=backend), ctx, args.budget)
+        result = {"seconds": round(time.perf_counter() - t0, 2), "stages": sel.info["seconds"],
+                  "n_edges": sel.info["n_edges"], "delta": sel.info["delta"]}
+        picks[backend] = sel.indices.tolist()
+        print(key, result, flush=True)
+        save(key, result)
+    save(f"probcover/{args.n}x{args.dim}/identical", {"identical": picks["torch"] == picks["faiss"]})
+    print("identical picks:", picks["torch"] == picks["faiss"])
+
+
 def write_markdown(data: dict) -> None:
     lines = ["# Scale benchmarks (benchmarks/scale.py)", ""]
     sel = {k: v for k, v in data.items() if k.startswith("selection/")}
     if sel:
         sizes = sorted({k.split("/")[1] for k in sel}, key=lambda s: int(s.split("x")[0]))
         names = sorted({k.split("/")[2] for k in sel})
-        lines += ["## Selection on a features pool (seconds / peak MiB)", "",
+        lines += ["## Selection on a features pool, 1 thread (seconds / peak MiB [estimate MiB])", "",
                   "| strategy | " + " | ".join(sizes) + " |", "|---|" + "---|" * len(sizes)]
+
+        def cell(v: dict | None) -> str:
+            if v is None:
+                return ""
+            sub = f" (subset {v['subset']:,})" if "subset" in v else ""
+            if "seconds" in v:
+                est = f" [{v['estimate_mib']}]" if "estimate_mib" in v else ""
+                return f"{v['seconds']} s / {v['peak_mib']} MiB{est}{sub}"
+            if "refused" in v:
+                return "refused: " + v["refused"].split("; ")[-1]
+            return f"> {v['timeout']} s{sub}" if "timeout" in v else f"error: {v['error'][:60]}"
+
         for name in names:
-            cells = []
-            for s in sizes:
-                v = sel.get(f"selection/{s}/{name}")
-                cells.append("" if v is None else f"{v['seconds']} s / {v['peak_mib']} MiB" if "seconds" in v
-                             else f"> {v['timeout']} s" if "timeout" in v else f"error: {v['error'][:60]}")
+            cells = [cell(sel.get(f"selection/{s}/{name}")) for s in sizes]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     for prefix, title in (("executors/", "local vs ray executor"), ("score-workers/", "score workers"),
-                          ("knn/", "exact L2 kNN: torch vs faiss (1 thread)")):
+                          ("knn/", "exact L2 kNN: torch vs faiss (1 thread)"),
+                          ("probcover/", "ProbCover selection: torch vs faiss backend (1 thread)")):
         rows = {k: v for k, v in data.items() if k.startswith(prefix)}
         if rows:
             lines += [f"## {title}", "", "| run | result |", "|---|---|"]
@@ -243,7 +336,9 @@ def write_markdown(data: dict) -> None:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_one":
-        print(json.dumps(selection_one(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))))
+        subset = None if sys.argv[6] == "none" else int(sys.argv[6])
+        print(json.dumps(selection_one(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), subset,
+                                       float(sys.argv[7]))))
         return
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="part", required=True)
@@ -254,6 +349,10 @@ def main() -> None:
     s.add_argument("--strategies", nargs="*")
     s.add_argument("--timeout", type=int, default=300)
     s.add_argument("--cache", default="/tmp/dalkit-scale")
+    s.add_argument("--subset", nargs="*", metavar="STRATEGY=R",
+                   help="rank a random R of the unlabeled pool for these strategies (the runner's --subset)")
+    s.add_argument("--limit-gib", type=float, default=24.0, help="memory the selection may use (refusal)")
+    s.add_argument("--redo", action="store_true", help="measure again what the store already holds")
     e = sub.add_parser("executors")
     e.add_argument("--dataset", default="digits")
     e.add_argument("--pool", type=int, default=1400)
@@ -265,9 +364,17 @@ def main() -> None:
     k.add_argument("--dim", type=int, default=512)
     k.add_argument("--k", type=int, default=20)
     k.add_argument("--cache", default="/tmp/dalkit-scale")
+    m = sub.add_parser("estimates")
+    m.add_argument("--budget", type=int, default=100)
+    c = sub.add_parser("probcover")
+    c.add_argument("--n", type=int, default=20000)
+    c.add_argument("--dim", type=int, default=512)
+    c.add_argument("--budget", type=int, default=100)
+    c.add_argument("--cache", default="/tmp/dalkit-scale")
     args = p.parse_args()
-    parts = {"selection": part_selection, "executors": part_executors, "score-workers": part_score_workers,
-             "knn": part_knn}
+    parts = {"probcover": part_probcover, "selection": part_selection,
+             "executors": part_executors, "score-workers": part_score_workers,
+             "knn": part_knn, "estimates": part_estimates}
     parts[args.part](args)
 
 

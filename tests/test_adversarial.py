@@ -229,3 +229,68 @@ def test_supervised_recipe_has_no_counterparts():
 def test_recipe_bad_options_raise_config_error(bad):
     with pytest.raises(ConfigError):
         create_recipe("adversarial", **bad)
+
+
+# ------------------------------------------------------- epsilon units on feature rows (float pools)
+
+
+def _features_model(seed: int = 0):
+    from dalkit.models import FeatureMLP
+
+    torch.manual_seed(seed)
+    mean, std = [0.5, -3.0, 10.0, 0.0], [0.01, 2.0, 50.0, 1.0]  # embeddings' scales differ per dimension
+    return FeatureMLP(4, 3, mean, std, hidden=6, depth=1, dropout=0.3).eval(), torch.tensor(mean), \
+        torch.tensor(std)
+
+
+def test_epsilon_in_std_units_is_a_step_of_epsilon_in_the_standardised_space():
+    """Reference: FGSM run by hand on z = (x - mean) / std through the model's layers (no
+    standardisation), z + eps * sign(grad_z), mapped back to x.  "input" units move every feature by eps
+    whatever its scale (unclipped: a float pool has no [0, 1] range)."""
+    model, mean, std = _features_model()
+    g = torch.Generator().manual_seed(1)
+    x = mean + std * torch.randn(16, 4, generator=g)
+    y = torch.randint(0, 3, (16,), generator=g)
+    z = ((x - mean) / std).requires_grad_(True)
+    logits = model.classifier(F.relu(model.layers[0](z)))
+    (grad_z,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), z)
+    expected = (z.detach() + 0.25 * grad_z.sign()) * std + mean
+    recipe = create_recipe("adversarial", epsilon=0.25, epsilon_units="std")
+    h = recipe.counterparts(model, x, y)
+    assert torch.allclose(h, expected, rtol=1e-5, atol=1e-6)
+    assert torch.allclose((h - x).abs(), 0.25 * std.expand_as(x), rtol=1e-5, atol=1e-7)
+    raw = create_recipe("adversarial", epsilon=0.25).counterparts(model, x, y)
+    assert torch.allclose((raw - x).abs(), torch.full_like(x, 0.25), atol=1e-5)  # feature units, no clip
+    assert torch.equal(torch.sign(raw - x), torch.sign(h - x))
+
+
+def test_epsilon_units_std_also_regenerates_in_std_units_and_refuses_models_without_input_std():
+    model, _, std = _features_model()
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(4, 4, generator=g) * std, torch.tensor([0, 1, 2, 0])
+    batch = Batch(x, y, x_adv=x.clone(), paired=torch.tensor([True, True, False, False]))
+    loss = adversarial_pair_step(regenerate=True, epsilon=0.5, units="std")(model, batch)
+    h = fgsm(model, x[:2], y[:2], 0.5 * std)
+    logits = model(torch.cat([x, h]))
+    assert torch.allclose(loss, paired_loss(logits[:4], logits[4:], y, batch.paired))
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    from dalkit.models import adapt_model
+
+    adapted = adapt_model(net, x, input_range=None)
+    recipe = create_recipe("adversarial", epsilon=0.1, epsilon_units="std")
+    with pytest.raises(ConfigError, match="epsilon_units 'std' needs a model that standardises its inputs"):
+        recipe.prepare(adapted, (4,))
+    with pytest.raises(ConfigError, match="epsilon_units must be one of input, std"):
+        create_recipe("adversarial", epsilon=0.1, epsilon_units="sigma")
+
+
+def test_epsilon_units_at_its_default_is_left_out_of_the_resolved_options():
+    """A run recorded before the option existed (its resolved.json without it) still resumes; a run with
+    std units records them."""
+    from dalkit.experiment import ExperimentConfig
+    from dalkit.experiment.runner import resolved_options
+
+    base = ExperimentConfig(dataset="digits", method="dm2-at")
+    assert "epsilon_units" not in resolved_options(base)["recipe"]
+    std = base.replace(recipe_options={"epsilon_units": "std"})
+    assert resolved_options(std)["recipe"]["epsilon_units"] == "std"

@@ -57,3 +57,22 @@ def test_scientific_notation_reaches_the_recipe_and_the_optimiser():
 
     recipe = resolved_options(cfg)["recipe"]
     assert recipe["tau"] == 0.9 and recipe["lambda_u"] == 0.5 and cfg.train.lr == 1e-3
+
+
+@pytest.mark.parametrize("given", [{"open_set_oracle": "discard"}, {"open_set_source": "photos"},
+                                   {"open_set_oracle": "random-label", "open_set_source": "photos"}])
+def test_open_set_settings_given_without_the_fraction_are_refused(given):
+    """A value equal to the default counts: what matters is that the mapping gives it (it would be
+    ignored without an open-set pool)."""
+    with pytest.raises(ConfigError, match="^open_set_[a-z]+ '.*' needs an open-set pool") as info:
+        config_from_dict({"dataset": "digits", **given})
+    assert str(info.value).split()[0] in given
+
+
+@pytest.mark.parametrize("fraction,oracle", [(0.0, "discard"), (0.5, "random-label")])
+def test_a_saved_config_with_every_open_set_field_reads_back(fraction, oracle):
+    """config.yaml records all three fields (defaults included): it must read back as the same config."""
+    (cfg,) = config_from_dict({"dataset": "digits", "open_set_fraction": fraction, "open_set_oracle": oracle})
+    saved = cfg.to_dict()
+    assert {"open_set_fraction", "open_set_source", "open_set_oracle"} <= saved.keys()
+    assert config_from_dict(saved)[0] == cfg

@@ -236,7 +236,8 @@ def _interrupt_inside_round(monkeypatch, seed: int, r: int, at: int, inner: tupl
     state = {"armed": False, "hit": None}
     real_fit = round_module.fit
 
-    def fit(model, data, step, cfg, gen, device="cpu", progress=False, desc="train", unlabeled_ratio=0):
+    def fit(model, data, step, cfg, gen, device="cpu", progress=False, desc="train", unlabeled_ratio=0,
+            on_epoch=None):
         def step_with_trap(m, batch):
             state["armed"] = desc == f"seed {seed} round {r}" and batch.step >= at
             if state["armed"] and inner is None:
@@ -247,7 +248,8 @@ def _interrupt_inside_round(monkeypatch, seed: int, r: int, at: int, inner: tupl
             finally:
                 state["armed"] = False
 
-        return real_fit(model, data, step_with_trap, cfg, gen, device, progress, desc, unlabeled_ratio)
+        return real_fit(model, data, step_with_trap, cfg, gen, device, progress, desc, unlabeled_ratio,
+                        on_epoch)
 
     monkeypatch.setattr(round_module, "fit", fit)
     if inner is not None:

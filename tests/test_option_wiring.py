@@ -34,6 +34,7 @@ RECIPE_VARIANTS: dict[str, dict[str, tuple[dict, object]]] = {
         "epsilon": ({"epsilon": 0.03}, 0.2),
         "label": ({"epsilon": 0.1}, "predicted"),
         "regenerate": ({"epsilon": 0.1}, True),
+        "epsilon_units": ({"epsilon": 0.1, "regenerate": True}, "std"),
     },
     "loss-prediction": {
         "margin": ({}, 0.2),
@@ -136,6 +137,7 @@ PERFORMANCE_ONLY: dict[tuple[str, str], tuple[dict, object]] = {
     ("lplgrad", "chunk_size"): ({}, 5),
     ("ent-gradnorm", "chunk_size"): ({}, 5),
     ("noise-stability", "batch_size"): ({"k": 4}, 7),
+    ("probcover", "backend"): ({"backend": "torch"}, "faiss"),  # float64 decisions: the same picks
 }
 
 

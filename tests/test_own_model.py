@@ -125,30 +125,38 @@ def test_adapter_on_a_float_pool_of_embeddings():
 
 class TwinCNN(nn.Module):
     """dalkit's DigitCNN written as a user would (no dalkit base class): the same layers in the same
-    parameter order (classifier first, as DalkitModel registers it), the same normalisation."""
+    parameter order (classifier first, as DalkitModel registers it), the same normalisation.  With
+    ``fc_block`` the hidden layer is a block of its own (``head``: flatten, fc, ReLU), as DigitCNN's ``fc``
+    is one of the blocks MC dropout ``mc=blocks`` acts after."""
 
-    def __init__(self, ref) -> None:
+    def __init__(self, ref, fc_block: bool = False) -> None:
         super().__init__()
         self.classifier = nn.Linear(ref.embed_dim, ref.num_classes)
         self.register_buffer("mean", ref.input_mean.clone())
         self.register_buffer("std", ref.input_std.clone())
         self.block1 = nn.Sequential(nn.Conv2d(1, 32, 5, stride=2, padding=2), nn.ReLU())
         self.block2 = nn.Sequential(nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU())
-        self.fc = nn.Linear(ref.fc.in_features, ref.embed_dim)
+        fc = nn.Linear(ref.fc.in_features, ref.embed_dim)
+        if fc_block:
+            self.head = nn.Sequential(nn.Flatten(), fc, nn.ReLU())
+        else:
+            self.fc = fc
         self.drop = nn.Dropout(ref.dropout_p)
         with torch.no_grad():
             for mine, theirs in ((self.classifier, ref.classifier), (self.block1[0], ref.conv1),
-                                 (self.block2[0], ref.conv2), (self.fc, ref.fc)):
+                                 (self.block2[0], ref.conv2), (fc, ref.fc)):
                 mine.weight.copy_(theirs.weight)
                 mine.bias.copy_(theirs.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.block2(self.block1((x - self.mean) / self.std))
-        return self.classifier(self.drop(F.relu(self.fc(s.flatten(1)))))
+        h = self.head(s) if hasattr(self, "head") else F.relu(self.fc(s.flatten(1)))
+        return self.classifier(self.drop(h))
 
 
-def _twin(ref, example):
-    twin = ModelAdapter(TwinCNN(ref), stages=["block1", "block2"]).probe(example).eval()
+def _twin(ref, example, fc_block: bool = False):
+    stages = ["block1", "block2", "head"] if fc_block else ["block1", "block2"]
+    twin = ModelAdapter(TwinCNN(ref, fc_block), stages=stages).probe(example).eval()
     module = getattr(ref, "loss_module", None)
     if module is not None:
         attach_loss_module(twin, (1, 8, 8))
@@ -167,6 +175,31 @@ def test_adapter_selects_what_dalkits_own_model_selects(name, make_context, mode
     sel_a = query(create_strategy(name), a, 12)
     sel_b = query(create_strategy(name), b, 12)
     assert sel_a.indices.tolist() == sel_b.indices.tolist()
+
+
+# options that take another path through the model: MC dropout after every block (the twin's blocks
+# are DigitCNN's: conv1, conv2, fc; ReLU commutes with dropout's 0/1 mask), and the gradient-norm
+# strategies on a model carrying a trained loss-prediction module (its parameters are not w_main)
+@pytest.mark.parametrize(("name", "options", "lp"), [
+    ("bald", {"mc": "blocks"}, False), ("entropy-bayesian", {"mc": "blocks"}, False),
+    ("entropy-bayesian", {"mc": "blocks", "p": 0.5, "k": 5}, False),
+    ("lplgrad", {}, True), ("lplgrad", {"norm": "layer-sum"}, True),
+    ("ent-gradnorm", {}, True), ("ent-gradnorm", {"norm": "frobenius"}, True),
+    ("learning-loss", {}, True),
+])
+def test_adapter_selects_what_dalkits_own_model_selects_with_options(name, options, lp, make_context,
+                                                                       digits_model, digits_model_lp):
+    ref = digits_model_lp if lp else digits_model
+    twin = _twin(ref, _x_pool(make_context), fc_block=options.get("mc") == "blocks")
+    a = make_context(seed=3, extra_labeled=30, model=ref)
+    b = make_context(seed=3, extra_labeled=30, model=twin)
+    if options.get("mc") == "blocks":
+        k, p = options.get("k", 20), options.get("p", ref.dropout_p)
+        assert torch.equal(a.mc_probs(k, p, mode="blocks"), b.mc_probs(k, p, mode="blocks"))
+    sel_a = query(create_strategy(name, **options), a, 12)
+    sel_b = query(create_strategy(name, **options), b, 12)
+    assert sel_a.indices.tolist() == sel_b.indices.tolist()
+    assert torch.allclose(sel_a.scores, sel_b.scores, rtol=1e-5, atol=1e-6)
 
 
 def _x_pool(make_context) -> torch.Tensor:

@@ -203,6 +203,113 @@ def test_a_kill_at_the_summary_rename_leaves_a_temporary_that_resume_removes(tmp
     assert json.loads((out / "summary.json").read_text())["seeds"] == [0]
 
 
+_KILL_AT_RENAME = ("import os, signal, sys\n"
+                   "real, target = os.replace, sys.argv.pop(1)\n"
+                   "def replace(src, dst):\n"
+                   "    if str(dst).endswith(target):\n"
+                   "        os.kill(os.getpid(), signal.SIGKILL)\n"
+                   "    return real(src, dst)\n"
+                   "os.replace = replace\n"
+                   "from dalkit.cli import main\n"
+                   "sys.exit(main(sys.argv[1:]))\n")
+
+
+def _temporaries(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_a_kill_at_the_rename_of_a_report_output_leaves_a_temporary_the_next_write_removes(capsys, tmp_path,
+                                                                                          digits):
+    """Outputs outside a run directory (here `dalkit report --markdown/--plot`, written next to their
+    target with no lock): a real process SIGKILLed at a rename leaves `.NAME.HOST.PID.*.tmp`; the next
+    write of the same target removes it, so the next report leaves no temporary at all."""
+    import subprocess
+
+    run_experiment(_config(), tmp_path / "out", splits=digits, progress=False)
+    md, png = tmp_path / "t.md", tmp_path / "p.png"
+    report = ["report", str(tmp_path / "out"), "--markdown", str(md), "--plot", str(png)]
+    env = {**os.environ, "PYTHONPATH": str(_SRC)}
+    for kill_at, left in (("t.md", ".t.md."), ("p.png", ".p.png.")):  # the first write, then the second
+        proc = subprocess.Popen([sys.executable, "-c", _KILL_AT_RENAME, kill_at, *report], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == -9, err[-2000:]
+        # the second child's markdown write removed the first child's markdown temporary
+        assert [t.startswith(left) and f".{proc.pid}." in t for t in _temporaries(tmp_path)] == [True]
+    assert md.is_file() and not png.exists()
+    capsys.readouterr()
+    assert main(report) == 0
+    assert _temporaries(tmp_path) == [] and png.read_bytes().startswith(b"\x89PNG")
+    assert md.read_text() == capsys.readouterr().out  # the table
+
+
+def _dead_pid() -> int:
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "-c", ""])
+    proc.wait()  # reaped: the pid names no process now
+    return proc.pid
+
+
+def test_a_write_removes_only_the_dead_temporaries_of_its_own_target(tmp_path):
+    """Stale: this target's temporary of a dead process of this host, and an ownerless (older dalkit)
+    one older than an hour.  Kept: a live process's (a write in flight), another host's (its process
+    cannot be checked), a fresh ownerless one, and every other target's."""
+    from dalkit.files import owner_tag
+
+    host, dead, live = owner_tag().rsplit(".", 1)[0], _dead_pid(), os.getppid()
+    names = {"dead": f".f.bin.{host}.{dead}.abcd1234.tmp", "live": f".f.bin.{host}.{live}.abcd1234.tmp",
+             "other-host": f".f.bin.elsewhere.{dead}.abcd1234.tmp", "old-ownerless": ".f.bin.x1y2z3w4.tmp",
+             "fresh-ownerless": ".f.bin.q1w2e3r4.tmp", "other-target": f".g.bin.{host}.{dead}.abcd1234.tmp",
+             "longer-target": f".f.bin.x.{host}.{dead}.abcd1234.tmp"}
+    for name in names.values():
+        (tmp_path / name).write_bytes(b"half")
+    os.utime(tmp_path / names["old-ownerless"], (1, 1))
+    atomic_write_bytes(tmp_path / "f.bin", b"new")
+    kept = {k for k, n in names.items() if (tmp_path / n).exists()}
+    assert kept == {"live", "other-host", "fresh-ownerless", "other-target", "longer-target"}
+    assert (tmp_path / "f.bin").read_bytes() == b"new"
+    assert _temporaries(tmp_path) == sorted(names[k] for k in kept)  # the write left none of its own
+
+
+def test_a_killed_fetch_extraction_and_project_init_leave_folders_the_next_one_removes(tmp_path):
+    """The two temporary folders dalkit makes outside a locked directory (a dataset archive's extraction,
+    a labeling project under construction) carry their owner; the next fetch or init removes those of a
+    dead process and keeps a live one's."""
+    import io
+    import tarfile
+
+    from dalkit.data.fetch import _extract_tar_gz
+    from dalkit.files import owner_tag
+
+    host, dead, live = owner_tag().rsplit(".", 1)[0], _dead_pid(), os.getppid()
+    dest = tmp_path / "data"
+    for name in (f".fetch-{host}.{dead}.abcd1234", f".fetch-{host}.{live}.abcd1234"):
+        (dest / name / "half").mkdir(parents=True)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("a.bin")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"abc"))
+    _extract_tar_gz(buf.getvalue(), "https://x/", dest)
+    assert sorted(p.name for p in dest.iterdir()) == [f".fetch-{host}.{live}.abcd1234", "a.bin"]
+
+    from dalkit.label import Project
+
+    images = tmp_path / "imgs"
+    images.mkdir()
+    from PIL import Image
+
+    for i in range(4):
+        Image.new("L", (8, 8), 40 * i).save(images / f"{i}.png")
+    stale, live_dir = tmp_path / f".proj.init-{host}.{dead}", tmp_path / f".proj.init-{host}.{live}"
+    for folder in (stale, live_dir):
+        (folder / "cache-0.u8").parent.mkdir()
+        (folder / "cache-0.u8").write_bytes(b"half")
+    Project.create(tmp_path / "proj", images, ["a", "b"])
+    assert not stale.exists() and live_dir.exists() and (tmp_path / "proj").is_dir()
+
+
 def test_disk_full_during_a_run_is_one_line_and_resumable(capsys, tmp_path, digits, monkeypatch):
     from dalkit.experiment import rundir as rundir_module
 

@@ -1,8 +1,8 @@
 """The labeling page in a real browser: Playwright driving Debian's chromium (installed by `make test`
 and `.ci/run`; never downloaded by playwright) against `dalkit label serve` on 300 real MNIST digits
 written as PNG files.  Labels by click and key, undo, "none of these", train-and-query-next, then the
-journal, the next batch and the out-of-distribution item are checked.  Keeps a screenshot in
-tests/artifacts/."""
+journal, the next batch and the out-of-distribution item are checked, and the round's progress bar is
+seen to move through the epochs and finish.  Keeps a screenshot in tests/artifacts/."""
 
 from __future__ import annotations
 
@@ -18,13 +18,24 @@ from dalkit.label import Project
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).parents[1] / "artifacts"
 TOKEN = "browser-test-token"
+EPOCHS = 60  # enough for the page's poll (every 250 ms) to see the round's bar between empty and full
+
+# records every width of the round's progress bar and every text of the round's line, in order
+WATCH_ROUND_JS = """() => {
+  window.roundWidths = []; window.roundTexts = [];
+  const bar = document.getElementById("round-bar"), text = document.getElementById("round");
+  new MutationObserver(() => window.roundWidths.push(bar.style.width))
+    .observe(bar, { attributes: true, attributeFilter: ["style"] });
+  new MutationObserver(() => window.roundTexts.push(text.textContent))
+    .observe(text, { childList: true, characterData: true, subtree: true });
+}"""
 
 
 @pytest.fixture
 def served(tmp_path, mnist_pngs):
     folder, labels = mnist_pngs
     Project.create(tmp_path / "p", folder, [str(c) for c in range(10)], initial_size=12, budget=8,
-                   method="margin", train={"epochs": 2})
+                   method="margin", train={"epochs": EPOCHS})
     Project(tmp_path / "p").next_batch()
     proc, base = start_server(tmp_path / "p", TOKEN)
     yield tmp_path / "p", base, labels
@@ -77,10 +88,22 @@ def test_label_a_batch_in_chromium(served):
         assert ("undo", items[10], None, "page") in ops and ("label", items[10], wrong, "page") in ops
         assert len(ops) == 14  # 11 labels + the wrong one + its undo + one ood
         # train and query the next batch in the background; the page keeps answering meanwhile
+        expect(page.locator("#round-progress")).to_be_hidden()  # no round yet in this server's life
+        page.evaluate(WATCH_ROUND_JS)
         page.click("#next")
         expect(page.locator("#round")).to_contain_text("round")
         page.wait_for_function("document.body.dataset.batch === '1'", timeout=120_000)
         expect(cards).to_have_count(8)
+        # the round's bar moved through the epochs (fed by fit()'s epoch callback) and finished
+        widths = [float(w.rstrip("%")) for w in page.evaluate("window.roundWidths")]
+        texts = page.evaluate("window.roundTexts")
+        assert widths == sorted(widths) and widths[-1] == 100, widths
+        assert any(0 < w < 100 for w in widths), f"the bar never showed a round in progress: {widths}"
+        epochs_seen = [int(m.group(1)) for t in texts if (m := re.search(r"epoch (\d+) / 60", t))]
+        assert epochs_seen and epochs_seen == sorted(epochs_seen), texts
+        expect(page.locator("#round")).to_contain_text("round done in")
+        expect(page.locator("#round")).to_contain_text(f"({EPOCHS} epochs)")
+        expect(page.locator("#round-progress")).to_have_attribute("aria-valuenow", "100")
         new_items = [cards.nth(i).get_attribute("data-item") for i in range(8)]
         batch = Project(project).current_batch()
         assert new_items == batch["items"] and batch["round"] == 0 and batch["n_trained"] == 11

@@ -98,11 +98,12 @@ def test_sigkill_while_a_round_trains_then_the_rerun_matches(tmp_path, mnist_png
     proc, base = start_server(project, TOKEN)
     post(base, "/api/next", {})
     deadline = time.time() + 60
-    while not get(base, "/api/round")["stage"].startswith("training") and time.time() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.2)  # inside fit(): 100 steps
-    assert get(base, "/api/round")["running"]
+    snap = get(base, "/api/round")
+    while (snap["progress"] or {}).get("epoch", 0) < 2 and time.time() < deadline:
+        time.sleep(0.01)  # inside fit(): 20 epochs of 5 steps; kill it after its second epoch
+        snap = get(base, "/api/round")
     proc.send_signal(signal.SIGKILL)
+    assert snap["running"] and snap["progress"]["phase"] == "train" and snap["progress"]["epoch"] < 20, snap
     proc.wait()
     assert (project / "journal.jsonl").read_bytes() == journal  # labels untouched
     assert Project(project).n_batches() == 1  # the interrupted round left no batch behind

@@ -233,3 +233,90 @@ def test_dm2_at_counterparts_are_built_at_query_time_and_trained_on_next_round(t
     order = [p.index[i] for i in saved["items"]]
     got = dict(zip(seen["adv_index"].tolist(), seen["adv_images"], strict=True))
     assert all(torch.equal(got[k], img) for k, img in zip(order, saved["images"], strict=True))
+
+
+def test_held_out_accuracy_is_the_saved_models_accuracy_on_validation_items(tmp_path, mnist_pngs, monkeypatch,
+                                                                          capsys):
+    folder, labels = mnist_pngs
+    p = make(tmp_path, folder, initial_size=40, val_fraction=0.4, method="margin", train={"epochs": 3})
+    val_items = {it.item for it in p.items if int(it.item[:8], 16) / 16**8 < 0.4}
+    first = p.next_batch()
+    for item in first["items"]:
+        p.label(item, str(labels[p.index[item]]))
+    held = [i for i in first["items"] if i in val_items]
+    assert 5 <= len(held) <= 30  # the hash split holds out about 40 % of the labeled items
+    import dalkit.experiment.round as round_module
+
+    seen = {}
+    real = round_module.train_round
+
+    def spy(spec, recipe, cfg, images, lab, train_idx, *a, **kw):
+        seen["train"] = sorted(train_idx.tolist())
+        return real(spec, recipe, cfg, images, lab, train_idx, *a, **kw)
+
+    monkeypatch.setattr(round_module, "train_round", spy)
+    rec = p.next_batch()
+    assert seen["train"] == sorted(p.index[i] for i in first["items"] if i not in val_items)
+    assert not set(rec["items"]) & set(first["items"])  # held-out items are labeled: never offered again
+    # the accuracy, recomputed from the saved model on the held-out items
+    model = p.model_spec().build(p.images().shape[1:])
+    model.load_state_dict(torch.load(tmp_path / "p" / "model.pt", weights_only=True))
+    model.eval()
+    idx = torch.tensor(sorted(p.index[i] for i in held))
+    with torch.inference_mode():
+        pred = model(p.images()[idx].float() / 255).argmax(1)
+    truth = torch.tensor([labels[k] for k in idx.tolist()])
+    acc = float((pred == truth).float().mean())
+    assert rec["val_acc"] == pytest.approx(acc, abs=1e-6)
+    st = p.status()
+    assert st["validation_labeled"] == len(held) and st["val_acc"] == rec["val_acc"]
+    from dalkit.cli import main
+
+    capsys.readouterr()
+    assert main(["label", "status", str(tmp_path / "p")]) == 0
+    out = capsys.readouterr().out
+    assert f"held-out accuracy (last round, {len(held)} validation labels): {100 * acc:.2f}%" in out
+    assert out.startswith("items 300: 40 labeled, 260 unlabeled, 0 out of distribution; 2 batches, 1 trained")
+
+
+def test_images_of_any_mode_become_the_projects_channels(tmp_path):
+    """Each Pillow mode is read into uint8 grey by a rule written out here: bilevel 0/255, alpha dropped,
+    16-bit and float scaled from their own range, colour by the ITU-R 601 luma."""
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "modes"
+    folder.mkdir()
+    expect = {}
+    bits = rng.integers(0, 2, (28, 28)).astype(bool)
+    Image.fromarray(bits).convert("1").save(folder / "a_bilevel.png")
+    expect["a_bilevel.png"] = np.where(bits, 255, 0)
+    grey = rng.integers(0, 256, (28, 28), dtype=np.uint8)
+    Image.fromarray(np.stack([grey, rng.integers(0, 256, (28, 28), dtype=np.uint8)], 2), "LA").save(
+        folder / "b_la.png")
+    expect["b_la.png"] = grey
+    wide = rng.integers(1000, 3001, (28, 28)).astype(np.uint16)
+    wide[0, 0], wide[0, 1] = 1000, 3000
+    Image.frombytes("I;16", (28, 28), wide.astype("<u2").tobytes()).save(folder / "c_16bit.png")
+    expect["c_16bit.png"] = np.round((wide.astype(float) - 1000) * 255 / 2000)
+    flt = rng.uniform(-1, 1, (28, 28)).astype(np.float32)
+    Image.fromarray(flt, "F").save(folder / "d_float.tif")
+    expect["d_float.tif"] = np.round((flt.astype(float) - flt.min()) * 255 / (flt.max() - flt.min()))
+    palette = rng.integers(0, 256, (4, 3))
+    idx = rng.integers(0, 4, (28, 28)).astype(np.uint8)
+    pim = Image.fromarray(idx, "P")
+    pim.putpalette(palette.astype(np.uint8).ravel().tolist())
+    pim.save(folder / "e_palette.png")
+    rgb = palette[idx]
+    expect["e_palette.png"] = (rgb[..., 0] * 299 + rgb[..., 1] * 587 + rgb[..., 2] * 114) / 1000
+    rgba = rng.integers(0, 256, (28, 28, 4), dtype=np.uint8)
+    Image.fromarray(rgba, "RGBA").save(folder / "f_rgba.png")
+    expect["f_rgba.png"] = (rgba[..., 0] * 299.0 + rgba[..., 1] * 587.0 + rgba[..., 2] * 114.0) / 1000
+    p = Project.create(tmp_path / "p", folder, "a,b", channels=1)
+    assert [it.path for it in p.items] == sorted(expect) and not p.skipped
+    for k, it in enumerate(p.items):
+        got = p.images()[k, 0].numpy().astype(float)
+        assert np.abs(got - expect[it.path]).max() <= 1, it.path  # luma rounding: within 1 grey level
+    # the same folder in colour: grey images repeat their one channel, RGBA drops alpha
+    q = Project.create(tmp_path / "q", folder, "a,b")
+    assert q.config.channels == 3
+    assert np.array_equal(q.images()[q.index[q.items[1].item]].numpy(), np.stack([grey] * 3))
+    assert np.array_equal(q.images()[5].numpy(), rgba[..., :3].transpose(2, 0, 1))

@@ -73,6 +73,33 @@ def test_paths_outside_the_static_folder_are_refused(client, tmp_path):
     assert safe_path(static, "/etc/passwd") is None and safe_path(static, "..") is None
     assert safe_path(static, "./app.js") is None and safe_path(static, "link-out.js") is None
     assert safe_path(static, "app.js") == (static / "app.js").resolve()
+    # images are served by item id only: a path, relative or absolute, is no item
+    for name in ("..%2Fproject.json", "%2Fetc%2Fpasswd", "..", "00000.png", "%2E%2E%2Fjournal.jsonl"):
+        r = c.get("/api/image/" + name)
+        assert r.status_code == 404 and b"config" not in r.content and b"PNG" not in r.content, name
+
+
+def test_serve_listens_on_localhost_unless_told_and_always_needs_the_token(tmp_path, mnist_pngs, monkeypatch,
+                                                                           capsys):
+    import uvicorn
+
+    from dalkit.cli import main
+
+    folder, _ = mnist_pngs
+    Project.create(tmp_path / "p", folder, [str(c) for c in range(10)], initial_size=12)
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
+    assert main(["label", "serve", str(tmp_path / "p"), "--port", "9123"]) == 0
+    assert main(["label", "serve", str(tmp_path / "p"), "--host", "0.0.0.0", "--port", "9124"]) == 0
+    assert [kw["host"] for _, kw in calls] == ["127.0.0.1", "0.0.0.0"]
+    urls = [line for line in capsys.readouterr().out.splitlines() if "open http" in line]
+    tokens = [u.rsplit("token=", 1)[1] for u in urls]
+    assert urls[0].startswith("dalkit label: open http://127.0.0.1:9123/?token=")
+    assert len(tokens[0]) >= 20 and tokens[0] != tokens[1]  # random, one per start
+    for (app, _), token in zip(calls, tokens, strict=True):  # another host still needs the token
+        c = TestClient(app)
+        assert c.get("/api/state").status_code == 401
+        assert c.get(f"/api/state?token={token}").status_code == 200
 
 
 def test_label_ood_undo_and_a_round_in_the_background(client):

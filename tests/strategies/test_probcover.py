@@ -320,3 +320,75 @@ def test_probcover_pool_smaller_than_the_number_of_classes(digits_model, digits_
     with caplog.at_level("WARNING"):
         sel = query(create_strategy("probcover", n_clusters=4), ctx, 5)  # fits: no warning, no info
     assert not caplog.records and "n_clusters" not in sel.info
+
+
+def _lattice_with_duplicates(offset: float) -> np.ndarray:
+    """Points of a 0.5-spaced 3-D lattice (every distance is exact: many pairs at exactly 1.0, sqrt(2),
+    ...), each third one duplicated (ties at distance 0), moved far from the origin so that the float32
+    expansion ||a||^2 + ||b||^2 - 2 a.b is off by far more than the gaps between distances."""
+    grid = np.stack(np.meshgrid(*[np.arange(6) * 0.5] * 3, indexing="ij"), -1).reshape(-1, 3)
+    return np.concatenate([grid, grid[::3]]) + offset
+
+
+@pytest.mark.parametrize("backend", ["torch", "faiss"])
+@pytest.mark.parametrize("delta", [1.0, math.sqrt(2.0), 0.5])
+def test_ball_pairs_are_the_float64_pairs_on_a_lattice_with_ties(backend: str, delta: float) -> None:
+    pytest.importorskip("faiss")
+    x = _lattice_with_duplicates(3000.0)
+    d2 = ((x[:, None] - x[None]) ** 2).sum(-1)  # float64, exact on this lattice
+    want = {(i, j) for i, j in zip(*np.nonzero(d2 < delta * delta), strict=True) if i < j}
+    src, dst, dist = ball_pairs(torch.from_numpy(x).float(), delta, with_dist=True, block_elems=5000,
+                                backend=backend)
+    assert set(zip(src.tolist(), dst.tolist(), strict=True)) == want and len(src) == len(want)
+    # without the float64 decisions the float32 screen alone gets this lattice wrong (what is tested)
+    xf = torch.from_numpy(x).float()
+    sq = (xf * xf).sum(1)
+    f32 = (sq[:, None] + sq[None, :] - 2 * xf @ xf.T) < delta * delta
+    naive = {(i, j) for i, j in zip(*np.nonzero(f32.numpy()), strict=True) if i < j}
+    assert naive != want
+
+
+def test_probcover_faiss_and_torch_pick_the_same_samples_with_ties() -> None:
+    pytest.importorskip("faiss")
+    from dalkit.models.features import FeatureMLP
+
+    # a float pool of 10 blobs with 500 exact duplicates (ties in distance and in coverage gain), larger
+    # than the purity sample so that delta and the graph come from one sweep of the backend
+    g = torch.Generator().manual_seed(3)
+    labels = torch.randint(0, 10, (5000,), generator=g)
+    pool = torch.randn(10, 12, generator=g)[labels] * 2.0 + torch.randn(5000, 12, generator=g)
+    pool[4500:] = pool[:500]
+    labeled = torch.arange(0, 5000, 250)
+    torch.manual_seed(0)
+    model = FeatureMLP(12, 10, depth=0).eval()
+    out = {}
+    for backend in ("torch", "faiss"):
+        ctx = QueryContext(model, pool, labeled, labels[labeled], 10, torch.Generator().manual_seed(7))
+        out[backend] = query(create_strategy("probcover", backend=backend), ctx, 40)
+    t, f = out["torch"], out["faiss"]
+    assert t.info["backend"] == "torch" and f.info["backend"] == "faiss"
+    assert t.indices.tolist() == f.indices.tolist() and torch.equal(t.scores, f.scores)
+    assert t.info["delta"] == f.info["delta"] and t.info["n_edges"] == f.info["n_edges"] > 3000
+    assert t.info["passes"] == f.info["passes"] == ("sample", "bound")
+
+
+def test_probcover_backend_errors(monkeypatch) -> None:
+    with pytest.raises(ConfigError, match="backend must be one of"):
+        create_strategy("probcover", backend="gpu")
+    import builtins
+
+    real = builtins.__import__
+
+    def no_faiss(name, *args, **kwargs):
+        if name == "faiss":
+            raise ImportError("no faiss")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_faiss)
+    with pytest.raises(ConfigError) as err:
+        create_strategy("probcover", backend="faiss")
+    assert str(err.value) == ("probcover backend 'faiss' needs faiss, which is not installed; pip install "
+                              "'dalkit[faiss]' (or use backend: torch)")
+    assert create_strategy("probcover").backend == "auto"  # auto falls back to torch without faiss
+    from dalkit.strategies._probcover import resolve_backend
+    assert resolve_backend("auto") == "torch"

@@ -13,10 +13,12 @@ import torch
 from dalkit.data.augment import augment_batch, random_crop, random_hflip
 from dalkit.data.dataset import ImageDataset, channel_stats, to_float
 from dalkit.data.readers import (
+    NPY_FILES,
     read_cifar,
     read_idx,
     read_image_folder,
     read_mnist_dir,
+    read_npy_dir,
     read_npz,
     read_svhn_mat,
 )
@@ -38,6 +40,7 @@ __all__ = [
     "read_idx",
     "read_image_folder",
     "read_mnist_dir",
+    "read_npy_dir",
     "read_npz",
     "read_svhn_mat",
     "to_float",
@@ -181,7 +184,11 @@ def _load_svhn(root: Path) -> DataSplits:
 
 
 def _load_npz(root: Path) -> DataSplits:
-    train, test = read_npz(root / "data.npz")
+    """``data.npz``, or (when it is absent) the four ``.npy`` files, memory-mapped (:func:`read_npy_dir`)."""
+    if not (root / "data.npz").exists() and all((root / f).is_file() for f in NPY_FILES):
+        train, test = read_npy_dir(root)
+    else:
+        train, test = read_npz(root / "data.npz")
     return DataSplits(train, test)
 
 
@@ -245,7 +252,8 @@ _register(
     DatasetSpec(
         "npz",
         _load_npz,
-        "your own arrays: data.npz with x_train, y_train, x_test, y_test (+ classes)",
+        "your own arrays: data.npz with x_train, y_train, x_test, y_test (+ classes), or those as .npy files "
+        "(memory-mapped)",
         "npz",
     )
 )

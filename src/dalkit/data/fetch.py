@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 
 from dalkit.data import DATASETS, default_data_root
 from dalkit.errors import DatasetFormatError, DatasetNotFoundError
+from dalkit.files import TEMP_RANDOM, atomic_write_bytes, owner_tag, remove_dead_temporaries
 
 # MD5 of the four uncompressed official MNIST files
 MNIST_MD5 = {
@@ -134,18 +135,6 @@ def _download(url: str, timeout: float = 60.0) -> bytes:
         return resp.read()
 
 
-def _write_atomic(path: Path, blob: bytes) -> None:
-    """Write ``blob`` to ``path`` via a temporary name in the same folder, then rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with open(fd, "wb") as fh:
-            fh.write(blob)
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _safe_members(tar: tarfile.TarFile, url: str) -> list[tarfile.TarInfo]:
     """The archive's members, refusing links, devices, absolute paths and ``..``."""
     members = tar.getmembers()
@@ -160,7 +149,9 @@ def _extract_tar_gz(blob: bytes, url: str, dest: Path) -> None:
     """Extract a verified .tar.gz into ``dest``: into a temporary folder first, then move each
     top-level entry into place (replacing an incomplete earlier copy)."""
     dest.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".fetch-", dir=dest))
+    # a fetch killed while extracting leaves its folder: the next one removes it (its process is gone)
+    remove_dead_temporaries(dest, ".fetch-", r"\." + TEMP_RANDOM, legacy=TEMP_RANDOM)
+    tmp = Path(tempfile.mkdtemp(prefix=f".fetch-{owner_tag()}.", dir=dest))
     try:
         with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
             members = _safe_members(tar, url)
@@ -216,7 +207,7 @@ def _from_source(src: Source, files: dict[str, str], dest: Path) -> None:
             raise DatasetFormatError(f"{name} from {src.url} fails its MD5 check")
     dest.mkdir(parents=True, exist_ok=True)
     for name, blob in blobs.items():  # write only once every file has been verified
-        _write_atomic(dest / name, blob)
+        atomic_write_bytes(dest / name, blob)
 
 
 def verify(files: dict[str, str], dest: Path) -> bool:

@@ -476,6 +476,67 @@ def _npz_labels(y: np.ndarray, n: int, path: Path, key: str) -> np.ndarray:
     return y.astype(np.int64)
 
 
+NPY_FILES = tuple(f"{k}.npy" for k in NPZ_KEYS)
+
+
+def _map_npy(path: Path) -> np.ndarray:
+    """``path`` memory-mapped copy-on-write (pages are read when touched; a write never reaches the file)."""
+    try:
+        return np.load(path, allow_pickle=False, mmap_mode="c")
+    except (OSError, ValueError, EOFError) as exc:
+        raise DatasetFormatError(f"{path}: not a readable .npy array ({exc})") from None
+
+
+def _mapped_images(x: np.ndarray, path: Path) -> np.ndarray:
+    """uint8 images as a view of the map: [N, H, W] -> [N, 1, H, W], NHWC -> NCHW by strides (no copy)."""
+    if x.ndim == 3:
+        return x[:, None]
+    if x.ndim == 4 and x.shape[1] not in (1, 3) and x.shape[3] in (1, 3):
+        return x.transpose(0, 3, 1, 2)
+    if x.ndim == 4 and x.shape[1] in (1, 3):
+        return x
+    raise DatasetFormatError(f"{path}: uint8 images must be [N, H, W], [N, C, H, W] or [N, H, W, C] with "
+                             f"C = 1 or 3, got shape {x.shape}")
+
+
+def read_npy_dir(root: Path, name: str = "npz") -> tuple[ImageDataset, ImageDataset]:
+    """Read ``x_train.npy``, ``y_train.npy``, ``x_test.npy``, ``y_test.npy`` (+ optional ``classes.npy``)
+    from ``root``; the image arrays stay memory-mapped (``mmap_mode="c"``): uint8 images and float32 pools
+    are never copied whole, a pass over them pages in the rows it reads (a float pool's NaN/inf check is
+    one reduction per row).  Other dtypes are converted in memory, as :func:`read_npz` does.
+
+    Raises:
+        DatasetFormatError: unreadable files, wrong shapes or types, NaN/inf, labels out of range.
+    """
+    splits = {}
+    for split in ("train", "test"):
+        path = root / f"x_{split}.npy"
+        x = _map_npy(path)
+        if x.dtype == np.uint8 and x.ndim != 2:
+            x = _mapped_images(x, path)
+        elif x.dtype == np.float32 and x.ndim >= 2:
+            pass  # a float pool, mapped: ImageDataset checks its rows for NaN/inf without a copy
+        else:
+            x = _npz_float_pool(np.asarray(x), path, f"x_{split}") if x.ndim == 2 or x.dtype.kind == "f" \
+                else _npz_images(np.asarray(x), path, f"x_{split}")
+        y = _npz_labels(np.asarray(_map_npy(root / f"y_{split}.npy")), x.shape[0], root / f"y_{split}.npy",
+                        f"y_{split}")
+        splits[split] = (x, y)
+    if splits["train"][0].shape[1:] != splits["test"][0].shape[1:]:
+        raise DatasetFormatError(f"{root}: train samples are {splits['train'][0].shape[1:]} but test samples "
+                                 f"are {splits['test'][0].shape[1:]}")
+    top = max((int(y.max()) for _, y in splits.values() if y.size), default=0)
+    if (root / "classes.npy").is_file():
+        classes = tuple(str(c) for c in np.asarray(_map_npy(root / "classes.npy")).reshape(-1))
+        if top >= len(classes):
+            raise DatasetFormatError(f"{root}: label {top} but only {len(classes)} classes are named")
+    else:
+        classes = tuple(str(i) for i in range(top + 1))
+    train, test = (ImageDataset(torch.from_numpy(x), torch.from_numpy(y), classes, name)
+                   for x, y in (splits["train"], splits["test"]))
+    return train, test
+
+
 def read_npz(path: Path, name: str = "npz") -> tuple[ImageDataset, ImageDataset]:
     """Read the train and test splits from one ``.npz`` file.
 

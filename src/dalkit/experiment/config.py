@@ -231,6 +231,12 @@ def config_from_dict(values: dict[str, Any]) -> list[ExperimentConfig]:
     if not isinstance(values, dict):
         raise ConfigError(f"a config must be a mapping of fields, got {type(values).__name__}")
     values = apply_preset(values)  # "preset: dm2-paper" fills in values the mapping does not set
+    # given without the fraction, these would be silently ignored; the dataclass cannot tell a value
+    # given from its default (config.yaml records all three, the fraction included), the mapping can
+    for name in ("open_set_source", "open_set_oracle"):
+        if name in values and "open_set_fraction" not in values:
+            raise ConfigError(f"{name} {short(values[name])} needs an open-set pool: set open_set_fraction "
+                              "(--open-set-fraction) above 0, or drop it")
     methods = values.pop("method", "random")
     methods = methods if isinstance(methods, list) else [methods]
     if not methods:

@@ -10,11 +10,21 @@ hooks) and the recipe's own state, and refuses the experiment when the sum excee
 
 The estimate is deliberately rough (activations x2 for their gradients, no allocator slack): it is meant
 to catch sizes that are off by orders of magnitude, never to refuse a run that fits.
+
+The *selection* of a round is estimated separately (:func:`selection_parts`): the pool's model outputs
+(logits, probabilities, embeddings of every candidate and labeled sample) plus what the strategy itself
+allocates, from its ``memory_parts(shape)`` hook (each part keyed by what causes it, the option that
+shrinks it in brackets).  These are upper bounds of the peak a round's selection adds (tested against
+measured peaks), so a million-sample pool either fits or is refused before anything runs, with the
+largest ``--subset`` that fits (:func:`check_selection_memory`).  ``DALKIT_MEMORY_GIB`` caps the memory
+the checks count as available (e.g. a machine shared with other jobs).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -27,7 +37,19 @@ _FLOAT = 4  # bytes per float32
 
 
 def available_bytes() -> int:
-    """Memory this process may still allocate: Linux's MemAvailable, else the physical memory."""
+    """Memory this process may still allocate: Linux's MemAvailable, else the physical memory; at most
+    ``$DALKIT_MEMORY_GIB`` GiB when that is set."""
+    limit = os.environ.get("DALKIT_MEMORY_GIB")
+    if limit:
+        try:
+            cap = int(float(limit) * GIB)
+        except ValueError:
+            raise ConfigError(f"DALKIT_MEMORY_GIB must be a number of GiB, got {limit!r}") from None
+        return min(cap, _system_available())
+    return _system_available()
+
+
+def _system_available() -> int:
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
@@ -115,4 +137,106 @@ def check_round_memory(parts: dict[str, int], what: str, available: int | None =
                       "available; lower the option named in brackets")
 
 
-__all__ = ["activation_floats", "available_bytes", "check_round_memory", "parameter_count", "round_bytes"]
+@dataclass(frozen=True)
+class SelectionShape:
+    """The sizes one selection works on.
+
+    Attributes:
+        n_unlabeled: U, the samples a round ranks (the unlabeled pool, or the ``--subset`` candidates).
+        n_labeled: L, the labeled set (the largest of the run).
+        embed_dim: E, the model's embedding width; num_classes: C; budget: B, picks per round.
+        input_floats: floats of one model input (pixels, feature values); input_bytes: bytes of one
+            stored pool sample (uint8 images 1 per value, float pools 4).
+        batch: the inference batch of the pool's forward passes (``eval_batch_size``).
+    """
+
+    n_unlabeled: int
+    n_labeled: int
+    embed_dim: int
+    num_classes: int
+    budget: int
+    input_floats: int
+    input_bytes: int
+    batch: int = 1024
+
+    def with_unlabeled(self, n: int) -> SelectionShape:
+        return dataclasses.replace(self, n_unlabeled=n)
+
+
+#: the part every strategy without a ``memory_parts`` hook has: a score per candidate, ranked
+RANKING = "scores and their seeded ranking"
+
+
+def pool_outputs_bytes(s: SelectionShape) -> int:
+    """The round's cached model outputs: logits, probabilities and embeddings of every candidate and
+    labeled sample, plus the index vectors of the context (candidates, masks)."""
+    return (s.n_unlabeled + s.n_labeled) * (2 * s.num_classes + s.embed_dim) * _FLOAT + s.n_unlabeled * 8 * 3
+
+
+def batch_bytes(s: SelectionShape) -> int:
+    """One inference batch of a pass over the pool: the gathered inputs, their float copy and the
+    model's standardised input, the embeddings and logits, twice (measured: the allocator keeps the
+    previous batch's buffers while the next one is built)."""
+    return 2 * s.batch * (3 * s.input_floats + 2 * s.embed_dim + 2 * s.num_classes) * _FLOAT
+
+
+def ranking_bytes(s: SelectionShape) -> int:
+    """Scores [U] and :func:`~dalkit.strategies.top_k`'s permutation, permuted scores and order."""
+    return s.n_unlabeled * (s.num_classes * _FLOAT + 2 * _FLOAT + 16)
+
+
+def selection_parts(strategy: Any, s: SelectionShape) -> dict[str, int]:
+    """Upper bound of the memory one selection of ``strategy`` adds, in bytes, by what causes it."""
+    out = {"model outputs of the pool (--subset)": pool_outputs_bytes(s),
+           "inference batches (eval_batch_size)": batch_bytes(s)}
+    hook = getattr(strategy, "memory_parts", None)
+    out.update(hook(s) if hook is not None else {f"{RANKING} (--subset)": ranking_bytes(s)})
+    return out
+
+
+def largest_fitting_subset(strategy: Any, s: SelectionShape, available: int) -> int | None:
+    """The largest number of candidates (>= the budget, < U) whose selection fits ``available``
+    bytes, rounded down to two significant digits; None when not even ``budget`` candidates fit."""
+    def fits(n: int) -> bool:
+        return sum(selection_parts(strategy, s.with_unlabeled(n)).values()) <= available
+
+    lo, hi = s.budget, s.n_unlabeled - 1
+    if hi < lo or not fits(lo):
+        return None
+    while lo < hi:  # the largest n in [lo, hi] that fits (the estimate grows with n)
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    digits = max(0, len(str(lo)) - 2)
+    return max(s.budget, lo // 10**digits * 10**digits)
+
+
+def check_selection_memory(strategy: Any, name: str, s: SelectionShape, available: int | None = None) -> None:
+    """Raise ConfigError when one selection of ``strategy`` (registered as ``name``) on ``s`` would need
+    more than the available memory; the message names the largest part and the largest ``--subset``
+    that fits.
+
+    Raises:
+        ConfigError: one line, naming the option(s) that make the selection fit.
+    """
+    available = available_bytes() if available is None else available
+    parts = selection_parts(strategy, s)
+    total = sum(parts.values())
+    if total <= available:
+        return
+    largest = max(parts, key=parts.__getitem__)
+    subset = largest_fitting_subset(strategy, s, available)
+    hook = getattr(strategy, "memory_fix", None)  # a strategy option value that fits, e.g. max_edges=N
+    option = hook(s, available) if hook is not None else None
+    if subset is not None:
+        fix = f"use --subset {subset} (a random {subset:,} of the unlabeled pool ranked per round)"
+        fix += f" or --option {option}" if option else " or lower the option named in brackets"
+    else:
+        fix = f"use --option {option}" if option else "lower the option named in brackets"
+    raise ConfigError(f"strategy {name!r} needs about {total / GIB:,.1f} GiB to select from "
+                      f"{s.n_unlabeled:,} samples ({largest}: {parts[largest] / GIB:,.1f} GiB), more than "
+                      f"the {available / GIB:,.1f} GiB available; {fix}")
+
+
+__all__ = ["RANKING", "SelectionShape", "activation_floats", "available_bytes", "batch_bytes",
+           "check_round_memory", "check_selection_memory", "largest_fitting_subset", "parameter_count",
+           "pool_outputs_bytes", "ranking_bytes", "round_bytes", "selection_parts"]

@@ -25,6 +25,10 @@ from dalkit.models import build_model
 from dalkit.strategies import QueryContext, query
 from dalkit.training import TrainConfig, TrainSet, fit, prepare_model
 
+OnProgress = Callable[[str, int, int], None]
+"""``on_progress(phase, done, total)``: ("train", k, E) after epoch k of E (1..E in order), then
+("query", 0, 1) when the query starts and ("query", 1, 1) when it has picked the batch."""
+
 
 def derive_seed(*parts: int) -> int:
     """A stable 63-bit seed from integers (seed, round, purpose)."""
@@ -159,6 +163,7 @@ def train_round(
     unlabeled_idx: Tensor | None = None,
     progress: bool = False,
     init_state: dict[str, Tensor] | None = None,
+    on_progress: OnProgress | None = None,
 ) -> tuple[nn.Module, dict[str, float], float]:
     """Train a freshly initialised model on ``images[train_idx]`` (labels ``labels[train_idx]``).
 
@@ -171,6 +176,7 @@ def train_round(
         unlabeled_idx: pool indices a semi-supervised recipe draws unlabeled batches from.
         init_state: weights to start from (``retrain: continue``: the previous round's model and any
             loss-prediction module); None = the fresh initialisation.
+        on_progress: told ("train", k, E) after each epoch (see :data:`OnProgress`).
     Returns:
         (model, fit statistics, seconds).
     """
@@ -192,9 +198,10 @@ def train_round(
     trainset = TrainSet(images[train_idx], labels[train_idx], train_adv,
                         paired if train_adv is not None else None,
                         unlabeled=images[unlabeled_idx] if ratio and unlabeled_idx is not None else None)
+    on_epoch = None if on_progress is None else (lambda k, total: on_progress("train", k, total))
     t0 = time.perf_counter()
     stats = fit(model, trainset, recipe.step(), train_cfg, generator(seed, r, 2), device,
-                progress=progress, desc=f"seed {seed} round {r}", unlabeled_ratio=ratio)
+                progress=progress, desc=f"seed {seed} round {r}", unlabeled_ratio=ratio, on_epoch=on_epoch)
     return model, stats, time.perf_counter() - t0
 
 
@@ -265,6 +272,7 @@ def run_round(
     progress: bool = False,
     after_train: Callable[[nn.Module], Any] | None = None,
     init_state: dict[str, Tensor] | None = None,
+    on_progress: OnProgress | None = None,
 ) -> RoundResult:
     """Train on the labeled set, then (``budget`` not None) query the next batch.
 
@@ -279,6 +287,7 @@ def run_round(
         init_state: weights the round's model starts from (None: a fresh initialisation).
         after_train: called with the trained model before the query (evaluation: a strategy may leave
             the model in another state); its return value is ``RoundResult.evaluation``.
+        on_progress: told each finished epoch and the query's start and end (:data:`OnProgress`).
     Returns:
         :class:`RoundResult`.
     """
@@ -289,16 +298,20 @@ def run_round(
     queried[labeled] = True
     model, stats, train_s = train_round(model_spec, recipe, train_cfg, images, labels, train_idx, seed, r,
                                         device, adv_index, adv_images, (~queried).nonzero().squeeze(1),
-                                        progress, init_state)
+                                        progress, init_state, on_progress)
     result = RoundResult(model, stats, train_s)
     if after_train is not None:
         result.evaluation = after_train(model)
     if budget is None:
         return result
     leave = drop & queried  # excluded picks leave the queryable pool; the strategy sees trained labels
+    if on_progress is not None:
+        on_progress("query", 0, 1)
     selected, info, query_s, n_cand = query_round(
         strategy, model, images, labels, train_idx, leave, model_spec.num_classes, budget, seed, r, device,
         train_cfg.eval_batch_size, features, subset)
+    if on_progress is not None:
+        on_progress("query", 1, 1)
     result.selected, result.info, result.query_s, result.n_candidates = selected, info, query_s, n_cand
     if counterpart_labels is not None:
         kept = selected[~drop[selected]]

@@ -121,7 +121,9 @@ def prepare_data(config: ExperimentConfig, splits: DataSplits | None = None) -> 
             g2 = torch.Generator().manual_seed(_POOL_SEED)
             keep = torch.randperm(len(splits.train), generator=g2)[: config.pool_size].sort().values
             features = features[keep]
-    mean, std = channel_stats(pool.images[~ood_mask][: min(len(pool), 10000)])
+    # the first 10,000 in-distribution samples (gathered by index: a mapped pool is never read whole)
+    stat_rows = (~ood_mask).nonzero().squeeze(1)[:10000]
+    mean, std = channel_stats(pool.images[:10000] if not bool(ood_mask.any()) else pool.images[stat_rows])
     return Prepared(pool, test, config.train or TrainConfig.for_family(spec.family), features, mean, std,
                     ood_mask, corrupted_test_sets(config, test))
 
@@ -416,14 +418,24 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _options(obj: Any) -> dict[str, Any]:
+    """A strategy's or recipe's options; one added after runs were recorded (field metadata
+    ``resolved_at_default: False``) is left out at its default, so those runs still resume."""
+    out = dataclasses.asdict(obj)
+    for f in dataclasses.fields(obj):
+        if f.metadata.get("resolved_at_default", True) is False and out[f.name] == f.default:
+            del out[f.name]
+    return out
+
+
 def resolved_options(config: ExperimentConfig) -> dict[str, Any]:
     """The method's strategy and recipe with every option, defaults included, and the effective
     candidate subset (JSON-ready)."""
     spec = resolve_method(config.method)
     strategy, recipe = _strategy_for(config), _recipe_for(config)
     return json.loads(json.dumps({
-        "strategy": {"name": spec.strategy, **dataclasses.asdict(strategy)},
-        "recipe": {"name": config.recipe or spec.recipe, **dataclasses.asdict(recipe)},
+        "strategy": {"name": spec.strategy, **_options(strategy)},
+        "recipe": {"name": config.recipe or spec.recipe, **_options(recipe)},
         "subset": config.candidate_subset,
     }))
 
@@ -514,6 +526,25 @@ def _check_memory(config: ExperimentConfig, data: Prepared, model: torch.nn.Modu
     device = resolve_device(config.device)
     available = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
     memory.check_round_memory(parts, f"method {config.method!r} on {config.dataset}", available)
+    if config.rounds > 0:  # the selection runs on the CPU: the machine's memory, whatever the device
+        memory.check_selection_memory(_strategy_for(config), resolve_method(config.method).strategy,
+                                      selection_shape(config, data, embed_dim))
+
+
+def selection_shape(config: ExperimentConfig, data: Prepared, embed_dim: int) -> Any:
+    """The sizes of the largest selection of ``config``'s run (:class:`dalkit.experiment.memory.
+    SelectionShape`): round 0's unlabeled pool (or the candidate subset), the last query's labeled set."""
+    from dalkit.experiment import memory
+
+    images = data.pool.images
+    unlabeled = len(data.pool) - config.initial_size
+    if config.candidate_subset is not None:
+        unlabeled = min(unlabeled, config.candidate_subset)
+    return memory.SelectionShape(
+        n_unlabeled=unlabeled, n_labeled=config.initial_size + max(0, config.rounds - 1) * config.budget,
+        embed_dim=embed_dim, num_classes=data.pool.num_classes, budget=config.budget,
+        input_floats=int(images[0].numel()), input_bytes=int(images.element_size()),
+        batch=min(data.train_cfg.eval_batch_size, len(data.pool)))
 
 
 def _check_pool(config: ExperimentConfig, data: Prepared) -> None:

@@ -115,9 +115,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_scan(args: argparse.Namespace) -> int:
     from dalkit.label.project import Project
 
-    counts = Project(args.project).rescan()
+    project = Project(args.project)
+    counts = project.rescan()
     print(f"{counts['items']} items: {counts['added']} added, {counts['removed']} removed, "
           f"{counts['skipped']} skipped; every label kept")
+    for path, why in project.skipped:
+        print(f"  skipped {path}: {why}", file=sys.stderr)
     return 0
 
 

@@ -40,8 +40,15 @@ from dalkit.checks import short
 from dalkit.data import CIFAR_FGSM_EPSILON, channel_stats, to_float
 from dalkit.errors import BudgetError, ConfigError, LabelError, OutputError
 from dalkit.experiment.methods import resolve_method
-from dalkit.experiment.round import ModelSpec, initial_labeled, run_round
-from dalkit.files import atomic_write_bytes, atomic_write_text, check_dir_writable, ensure_dir
+from dalkit.experiment.round import ModelSpec, OnProgress, initial_labeled, run_round
+from dalkit.files import (
+    atomic_write_bytes,
+    atomic_write_text,
+    check_dir_writable,
+    ensure_dir,
+    owner_tag,
+    remove_dead_temporaries,
+)
 from dalkit.label.journal import Journal, LabelState
 from dalkit.label.sources import Item, Source, build_cache, list_source
 from dalkit.strategies import create_strategy
@@ -223,7 +230,9 @@ class Project:
                                features=features is not None, **options)
         rows = _load_feature_rows(features, len(src.entries), src) if features is not None else None
         labels_rows = _read_label_csv(labels_file) if labels_file is not None else None
-        tmp = path.parent / f".{path.name}.init-{os.getpid()}"
+        # a kill while building leaves this folder; the next init of ``path`` removes it (its process is gone)
+        remove_dead_temporaries(path.parent, f".{path.name}.init-", legacy=r"\d+")
+        tmp = path.parent / f".{path.name}.init-{owner_tag()}"
         try:
             ensure_dir(tmp)
             items, skipped = build_cache(src, ch, size, tmp / "cache-0.u8")
@@ -261,10 +270,17 @@ class Project:
 
     def rescan(self) -> dict[str, int]:
         """Re-read the source: new images become items, removed ones leave the manifest, a changed
-        file is a new item; the journal (every label) is untouched.  Returns counts."""
-        if self.config.features:
-            raise LabelError("this project trains on --features rows: a re-scan would leave new images "
-                             "without features; create a new project with the new features")
+        file is a new item; the journal (every label) is untouched.  Returns counts.
+
+        Raises:
+            LabelError: a ``--features`` project (new images would have no feature row; the message says
+                how to start a new project that keeps the labels), nothing read or written.
+        """
+        if self.config.features:  # new images would have no feature row: refused before anything is read
+            raise LabelError(
+                "a --features project cannot be re-scanned (new images would have no feature row); to add "
+                f"images: dalkit label export {self.path} --format csv --out labels.csv, then dalkit label "
+                f"init NEW --images {self.source['path']} --features NEW.npy --labels labels.csv")
         src: Source = list_source(self.source["path"])
         old = self.images()
         gen = int(self.cache_file.stem.split("-")[1]) + 1
@@ -493,9 +509,13 @@ class Project:
                 "known": known, "val": val, "batches": batches}
 
     def next_batch(self, budget: int | None = None, method: str | None = None,
-                   on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
+                   on_stage: Callable[[str], None] | None = None,
+                   on_progress: OnProgress | None = None) -> dict[str, Any]:
         """Train on the journal's labels and query the next batch (or, with no labels yet, draw the
         random initial batch); write it to ``batches/`` and ``rounds.jsonl``.
+
+        ``on_stage`` is told each stage in words; ``on_progress`` gets the round's
+        ``(phase, done, total)`` from :func:`~dalkit.experiment.round.run_round` (every epoch, the query).
 
         Raises:
             BudgetError: fewer unlabeled items than the budget; LabelError: a round is running.
@@ -543,7 +563,7 @@ class Project:
                 res = run_round(spec, config.strategy(), config.recipe(), config.train_config(), images,
                                 view["labels"].clamp_min(0), labeled, config.seed, r, size, excluded,
                                 config.device, None, config.subset, adv_index, adv_images,
-                                after_train=evaluate)
+                                after_train=evaluate, on_progress=on_progress)
                 picked = res.selected
                 model = res.model
                 logits, _ = predict(model, images[picked], config.train_config().eval_batch_size)
@@ -658,7 +678,7 @@ class Project:
         rows = self.labeled_rows()
         for item, _path, label in rows:
             data, suffix = self.image_bytes(item)
-            atomic_write_bytes(out / label / f"{item}{suffix}", data)
+            atomic_write_bytes(out / label / f"{item}{suffix}", data, clean=False)  # into an empty folder
         return len(rows)
 
     def image_bytes(self, item: str, max_side: int | None = None) -> tuple[bytes, str]:

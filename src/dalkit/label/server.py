@@ -4,7 +4,8 @@ Every request needs the token printed in the URL (query ``token=`` or header ``X
 without it the answer is 401.  It listens on 127.0.0.1 unless ``--host`` says otherwise, and even then
 the token is required.  A label is answered 200 only after its journal entry is fsynced, so the page
 confirms exactly what is on disk.  "Train and query next" runs the round in a background thread (torch
-releases the interpreter lock in its kernels, so the page keeps answering); its stage is polled.
+releases the interpreter lock in its kernels, so the page keeps answering); its stage and progress
+(epoch k of E, then the query) are polled.
 """
 
 from __future__ import annotations
@@ -32,22 +33,36 @@ STATIC = Path(__file__).parent / "static"
 THUMB_SIDE = 160
 
 
+TRAIN_SHARE = 0.8
+"""The part of a round's progress bar given to training when no earlier round measured the split."""
+
+
 class RoundWorker:
-    """Runs one round at a time in a background thread and reports its stage."""
+    """Runs one round at a time in a background thread and reports its stage and progress.
+
+    ``status["progress"]`` is the round's position, fed by :func:`~dalkit.experiment.round.run_round`'s
+    progress callback: ``phase`` (starting, train, query, done), ``epoch`` / ``epochs`` (k of E,
+    ``epochs`` None until training starts or for the random initial batch) and ``fraction`` of the
+    bar in [0, 1], non-decreasing: training fills the share of the round the last trained round spent
+    training (``train_s / (train_s + query_s)`` from rounds.jsonl; :data:`TRAIN_SHARE` before any),
+    the query the rest.
+    """
 
     def __init__(self, project: Project) -> None:
         self.project = project
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
+        self.share = TRAIN_SHARE
         self.status: dict[str, Any] = {"running": False, "stage": "idle", "error": None, "started": None,
-                                       "finished": None, "batch": None}
+                                       "finished": None, "batch": None, "progress": None}
 
     def start(self, budget: int | None) -> bool:
         with self.lock:
             if self.thread is not None and self.thread.is_alive():
                 return False
             self.status = {"running": True, "stage": "starting", "error": None, "started": time.time(),
-                           "finished": None, "batch": None}
+                           "finished": None, "batch": None,
+                           "progress": {"phase": "starting", "epoch": 0, "epochs": None, "fraction": 0.0}}
             self.thread = threading.Thread(target=self._run, args=(budget,), daemon=True, name="dalkit-round")
             self.thread.start()
             return True
@@ -55,10 +70,32 @@ class RoundWorker:
     def _stage(self, text: str) -> None:
         self.status["stage"] = text
 
+    def _progress(self, phase: str, done: int, total: int) -> None:
+        last = self.status["progress"]
+        if phase == "train":
+            self.status["progress"] = {"phase": "train", "epoch": done, "epochs": total,
+                                       "fraction": round(self.share * done / total, 4)}
+        else:  # the query: the training share is full, the rest fills when the batch is picked
+            frac = self.share + (1 - self.share) * done / total
+            self.status["progress"] = {"phase": "query", "epoch": last["epoch"], "epochs": last["epochs"],
+                                       "fraction": round(frac, 4)}
+
+    def _measured_share(self) -> float:
+        """The last trained round's training share of its time (TRAIN_SHARE before any)."""
+        for b in reversed(self.project.batches()):
+            train, query = b.get("train_s"), b.get("query_s")
+            if b.get("round") is not None and train is not None and query is not None and train + query > 0:
+                return min(0.95, max(0.05, train / (train + query)))
+        return TRAIN_SHARE
+
     def _run(self, budget: int | None) -> None:
         try:
-            batch = self.project.next_batch(budget, on_stage=self._stage)
-            self.status.update(batch=batch["batch"], stage="done")
+            self.share = self._measured_share()
+            batch = self.project.next_batch(budget, on_stage=self._stage, on_progress=self._progress)
+            last = self.status["progress"]
+            self.status.update(batch=batch["batch"], stage="done",
+                               progress={"phase": "done", "epoch": last["epoch"], "epochs": last["epochs"],
+                                         "fraction": 1.0})
         except DalkitError as exc:
             self.status.update(error=str(exc), stage="failed")
         except Exception as exc:  # noqa: BLE001 - shown on the page, printed in full here
@@ -69,6 +106,7 @@ class RoundWorker:
 
     def snapshot(self) -> dict[str, Any]:
         out = dict(self.status)
+        out["progress"] = dict(out["progress"]) if out.get("progress") else None
         if out["started"] is not None:
             out["elapsed_s"] = round((out["finished"] or time.time()) - out["started"], 1)
         return out

@@ -185,14 +185,15 @@ class ModelAdapter(nn.Module):
         # parameters and before the classifier
         order = [n for n, _ in calls]
         clf_pos = max(i for i, n in enumerate(order) if n == name)
-        own_p = 0.0
+        own_p, own_dropout = 0.0, None
         for _, m in reversed(calls[:clf_pos]):
             if isinstance(m, nn.Dropout):
-                own_p = float(m.p)
+                own_p, own_dropout = float(m.p), m
                 break
             if any(True for _ in m.parameters(recurse=False)):
                 break
         object.__setattr__(self, "_classifier", classifier)  # not registered twice: it lives in net
+        object.__setattr__(self, "_own_dropout", own_dropout)
         self.classifier_name = name
         self.num_classes = int(out.shape[1])
         self.embed_dim = int(emb.shape[1])
@@ -229,12 +230,17 @@ class ModelAdapter(nn.Module):
         return self.stage_modules()
 
     @contextmanager
-    def _capture(self, want_stages: bool) -> Iterator[dict[str, Any]]:
+    def _capture(self, want_stages: bool, embedding_dropout: bool = True) -> Iterator[dict[str, Any]]:
         """Hooks for one forward pass: the classifier's input (and the training dropout on it) and the
-        stage outputs."""
+        stage outputs.  ``embedding_dropout=False``: no dropout on the embedding in training, neither
+        the adapter's nor the net's own (set to eval mode for the pass), as dalkit's models' ``embed``."""
         self._check_probed()
         found: dict[str, Any] = {"stages": {}}
-        p_train = self.train_dropout
+        p_train = self.train_dropout if embedding_dropout else 0.0
+        own = self.__dict__.get("_own_dropout")
+        own_mode = own.training if own is not None else False
+        if own is not None and not embedding_dropout:
+            own.eval()
 
         def pre(_m: nn.Module, args: tuple) -> tuple | None:
             found["embedding"] = args[0]
@@ -253,6 +259,8 @@ class ModelAdapter(nn.Module):
         finally:
             for h in handles:
                 h.remove()
+            if own is not None:
+                own.train(own_mode)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits [B, C]: the net's own forward (plus the embedding dropout in training, if added)."""
@@ -281,8 +289,9 @@ class ModelAdapter(nn.Module):
         return emb, stages
 
     def embed(self, x: Tensor) -> Tensor:
-        """Penultimate features [B, D]: the input of the final nn.Linear."""
-        with self._capture(False) as found:
+        """Penultimate features [B, D]: the input of the final nn.Linear, without dropout on it in
+        training (as dalkit's models: MC dropout with ``mc=blocks`` adds its own, once)."""
+        with self._capture(False, embedding_dropout=False) as found:
             self.net(x)
         return found["embedding"]
 

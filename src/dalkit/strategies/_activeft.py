@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -176,6 +177,14 @@ class ActiveFT:
             raise ConfigError(f"activeft tau and lr must be positive, got {self.tau}, {self.lr}")
         if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 0:
             raise ConfigError(f"activeft steps must be a non-negative integer, got {self.steps!r}")
+
+    def memory_parts(self, s: Any) -> dict[str, int]:
+        """Memory of a selection beyond the pool's outputs (:mod:`dalkit.experiment.memory`): the
+        normalised features, the similarity chunks of the objective and its gradient, [U] picks."""
+        u, e, k = s.n_unlabeled, s.embed_dim, s.budget + s.n_labeled
+        return {"normalised features (--subset)": (u + s.n_labeled) * e * 4,
+                "objective chunks and the centres' nearest-sample search (--subset)":
+                8192 * k * 4 * 4 + u * (4 * 3 + 1) + (u // 8192 + 1) * 8192 * 8 + 4 * k * e * 4}
 
     def select(self, ctx: QueryContext, budget: int) -> Selection:
         pool = ctx.embeddings("unlabeled", source=self.source)  # [U, D]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -258,6 +259,14 @@ class AlphaMix:
             if int(cand.sum()) > budget:
                 break
         return cand, best, eps
+
+    def memory_parts(self, s: Any) -> dict[str, int]:
+        """Memory of a selection beyond the pool's outputs (:mod:`dalkit.experiment.memory`): the mixing
+        blocks, and k-means on the normalised embeddings of up to every candidate (float32 gather and
+        normalisation, the float64 copy and scikit-learn's own copy)."""
+        u, e = s.n_unlabeled, s.embed_dim
+        return {"candidate search blocks": BLOCK_ELEMS * 4 * 6 + u * (4 + 4 + 1 + 1),
+                "k-means of the flipping candidates (--subset)": u * e * (4 + 4 + 8 + 8) + u * 8 * 4}
 
     def select(self, ctx: QueryContext, budget: int) -> Selection:
         clock = time.perf_counter()

@@ -9,6 +9,7 @@ ResNet-18) that is never materialised.  Every distance k-means++ needs factorise
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -128,6 +129,14 @@ class BADGE:
     gradient space (diversity).  No options.  Reference: Ash, Zhang, Krishnamurthy, Langford & Agarwal
     2020, "Deep Batch Active Learning by Diverse, Uncertain Gradient Lower Bounds" (ICLR), Algorithm 1.
     """
+
+    def memory_parts(self, s: Any) -> dict[str, int]:
+        """Memory of a selection beyond the pool's outputs (:mod:`dalkit.experiment.memory`): the two
+        factors of the gradient embeddings in float64 (never the [U, C x E] matrix) and k-means++'s [U]
+        vectors."""
+        u = s.n_unlabeled
+        return {"k-means++ on the gradient-embedding factors, float64 (--subset)":
+                u * (s.num_classes * (4 + 8 + 8) + s.embed_dim * 8 + 8 * 8 + 2)}
 
     def select(self, ctx: QueryContext, budget: int) -> Selection:
         a, h = badge_factors(ctx.probs(), ctx.embeddings())  # [U, C], [U, D]

@@ -8,6 +8,7 @@ round share those K passes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -95,6 +96,20 @@ class BALD:
     def __post_init__(self) -> None:
         _check_mc_options("bald", self.k, self.p, k_min=2, mc=self.mc)  # K = 1 makes I identically 0
 
+    def memory_parts(self, s: Any) -> dict[str, int]:
+        """Memory of a selection beyond the pool's outputs (:mod:`dalkit.experiment.memory`): the K
+        MC-dropout predictions, their log and product temporaries, the batched dropout masks, the
+        ranking; ``mc: blocks`` also
+        gathers the candidates' inputs."""
+        from dalkit.experiment.memory import ranking_bytes
+
+        out = {"MC dropout predictions (k, --subset)": 3 * self.k * s.n_unlabeled * s.num_classes * 4,
+               "dropout masks of a 4,096-row block (k)": 3 * self.k * 4096 * s.embed_dim * 4,
+               "scores and their seeded ranking (--subset)": ranking_bytes(s)}
+        if self.mc == "blocks":
+            out["candidate inputs (--subset)"] = s.n_unlabeled * s.input_floats * 4
+        return out
+
     def select(self, ctx: QueryContext, budget: int) -> Selection:
         scores = bald_scores(mc_dropout_probs(ctx, self.k, self.p, "bald", self.mc))
         pos = top_k(scores, budget, ctx.generator)
@@ -129,6 +144,20 @@ class EntropyBayesian:
         _check_mc_options("entropy-bayesian", self.k, self.p, k_min=1, mc=self.mc)
         if self.score not in ("mean", "sum"):
             raise ConfigError(f"entropy-bayesian score must be 'mean' or 'sum', got {self.score!r}")
+
+    def memory_parts(self, s: Any) -> dict[str, int]:
+        """Memory of a selection beyond the pool's outputs (:mod:`dalkit.experiment.memory`): the K
+        MC-dropout predictions, their log and product temporaries, the batched dropout masks, the
+        ranking; ``mc: blocks`` also
+        gathers the candidates' inputs."""
+        from dalkit.experiment.memory import ranking_bytes
+
+        out = {"MC dropout predictions (k, --subset)": 3 * self.k * s.n_unlabeled * s.num_classes * 4,
+               "dropout masks of a 4,096-row block (k)": 3 * self.k * 4096 * s.embed_dim * 4,
+               "scores and their seeded ranking (--subset)": ranking_bytes(s)}
+        if self.mc == "blocks":
+            out["candidate inputs (--subset)"] = s.n_unlabeled * s.input_floats * 4
+        return out
 
     def select(self, ctx: QueryContext, budget: int) -> Selection:
         probs = mc_dropout_probs(ctx, self.k, self.p, "entropy-bayesian", self.mc)

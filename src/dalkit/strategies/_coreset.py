@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -117,6 +117,14 @@ class CoreSet:
     def __post_init__(self) -> None:
         if self.source not in ("model", "features"):
             raise ConfigError(f"coreset source must be 'model' or 'features', got {self.source!r}")
+
+    def memory_parts(self, s: Any) -> dict[str, int]:
+        """Memory of a selection beyond the pool's outputs (:mod:`dalkit.experiment.memory`): the
+        permuted copy of the candidates' embeddings k-center works on, its [U] vectors, and the 16 MB
+        distance blocks (measured: the allocator keeps up to ~5 of them resident)."""
+        u, e = s.n_unlabeled, s.embed_dim
+        return {"k-center copy of the embeddings (--subset)": u * e * 4 + u * (5 * 4 + 2 * 8),
+                "distance blocks": 4096 * 1024 * 4 * 6}
 
     def select(self, ctx: QueryContext, budget: int) -> Selection:
         pool = ctx.embeddings("unlabeled", source=self.source)  # [U, D]

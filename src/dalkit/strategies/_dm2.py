@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -191,6 +192,22 @@ class DM2:
         exact = d.topk(n, dim=1, largest=False).indices
         return {"knn_recall": neighbour_recall(nbr[rows], exact), "knn_recall_anchors": int(rows.numel()),
                 "knn_candidates": int(self.candidates)}
+
+    def memory_parts(self, s: Any) -> dict[str, int]:
+        """Memory of a selection beyond the pool's outputs (:mod:`dalkit.experiment.memory`): the kNN's
+        transposed copy of the embeddings, its distance blocks (~128 MB) and shortlist, the [U, n]
+        neighbours, the mixed-input batches and the recall sample's exact distances."""
+        from dalkit.experiment.memory import ranking_bytes
+
+        u, e, n = s.n_unlabeled, s.embed_dim, self.n_neighbors
+        chunk = max(1, min(4096, (32 << 20) // max(1, u)))
+        m = self.candidates or 0
+        per_anchor = (1 + n) * s.input_floats * 4 * (3 if self.mixing == "pairs" else 2)
+        return {"kNN of the candidates (--subset, candidates)": u * e * 4 + u * 4 * 2 + 3 * chunk * u * 4
+                + chunk * m * (e * 4 * 3 + 24) + u * n * (4 + 8) * 2,
+                "mixed-input batches (batch_size)": self.batch_size * per_anchor,
+                "neighbour recall sample (recall_sample, --subset)": 4 * self.recall_sample * u * 4,
+                "scores and their seeded ranking (--subset)": ranking_bytes(s)}
 
     def select(self, ctx: QueryContext, budget: int) -> Selection:
         s = self.scores(ctx)

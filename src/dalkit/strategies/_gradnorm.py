@@ -20,7 +20,7 @@ sum_t ||g_t||, what the official LPLgrad and GradNorm codes compute (a norm per 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -211,6 +211,17 @@ def _check(name: str, norm: str, chunk_size: int | None) -> None:
         raise ConfigError(f"{name} chunk_size must be a positive integer or None, got {chunk_size!r}")
 
 
+def _grad_norm_memory(s: Any) -> dict[str, int]:
+    """Memory of a gradient-norm selection beyond the pool's outputs (:mod:`dalkit.experiment.memory`):
+    the per-sample gradient chunks (~256 MiB, x3 for vmap's temporaries), the input slices, per-tensor
+    norms [U, T] (T <= 64 parameter tensors counted) and the ranking."""
+    from dalkit.experiment.memory import ranking_bytes
+
+    return {"per-sample gradient chunks (chunk_size)": 3 * 256 * 2**20 + 2 * _GRAD_SLICE * s.input_floats * 4,
+            "per-tensor gradient norms (--subset)": s.n_unlabeled * 64 * 4,
+            "scores and their seeded ranking (--subset)": ranking_bytes(s)}
+
+
 def _select_by_grad_norm(ctx: QueryContext, budget: int, norm: str, chunk_size: int | None) -> Selection:
     """The ``budget`` unlabeled samples with the highest entropy-gradient norm (ties: seeded)."""
     scores = combine_norms(pool_grad_norms(ctx, chunk_size), norm)
@@ -237,6 +248,9 @@ class LPLGrad:
     def __post_init__(self) -> None:
         _check("lplgrad", self.norm, self.chunk_size)
 
+    def memory_parts(self, s: Any) -> dict[str, int]:
+        return _grad_norm_memory(s)
+
     def select(self, ctx: QueryContext, budget: int) -> Selection:
         return _select_by_grad_norm(ctx, budget, self.norm, self.chunk_size)
 
@@ -260,6 +274,9 @@ class EntGradNorm:
     def __post_init__(self) -> None:
         _check("ent-gradnorm", self.norm, self.chunk_size)
 
+    def memory_parts(self, s: Any) -> dict[str, int]:
+        return _grad_norm_memory(s)
+
     def select(self, ctx: QueryContext, budget: int) -> Selection:
         return _select_by_grad_norm(ctx, budget, self.norm, self.chunk_size)
 
@@ -273,6 +290,13 @@ class LearningLoss:
     """
 
     requires_recipe: ClassVar[tuple[str, ...]] = ("loss-prediction",)
+
+    def memory_parts(self, s: Any) -> dict[str, int]:
+        """Memory of a selection beyond the pool's outputs: the candidates' inputs and the ranking."""
+        from dalkit.experiment.memory import ranking_bytes
+
+        return {"candidate inputs (--subset)": s.n_unlabeled * s.input_floats * s.input_bytes,
+                "scores and their seeded ranking (--subset)": ranking_bytes(s)}
 
     def select(self, ctx: QueryContext, budget: int) -> Selection:
         if loss_module(ctx.model) is None:

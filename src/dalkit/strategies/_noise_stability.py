@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -231,6 +232,14 @@ class NoiseStability:
             ctx.model, images, self.k, self.xi, ctx.generator, self.output, self.perturb, self.normalize,
             self.batch_size or ctx.batch_size, ctx.device,
         )
+
+    def memory_parts(self, s: Any) -> dict[str, int]:
+        """Memory of a selection beyond the pool's outputs (:mod:`dalkit.experiment.memory`): the
+        candidates' inputs, the [U, K, C] deviation features and k-center's copy of them."""
+        u, c = s.n_unlabeled, s.num_classes
+        return {"candidate inputs (--subset)": u * s.input_bytes * s.input_floats,
+                "deviation features and their k-center copy (k, --subset)": 2 * u * self.k * c * 4
+                + u * (3 * c * 4 + 6 * 4 + 2 * 8)}
 
     def select(self, ctx: QueryContext, budget: int) -> Selection:
         positions = torch.arange(ctx.n_unlabeled)  # a random subset comes from the runner (``subset``)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -283,6 +284,17 @@ class UncertainGCN:
         conf = train_gcn(emb.to(ctx.device), labeled_mask, ctx.generator, self.hidden, self.dropout,
                          self.lr, self.weight_decay, self.epochs, self.lam, self.normalization)
         return positions, conf[: positions.numel()]
+
+    def memory_parts(self, s: Any) -> dict[str, int]:
+        """Memory of a selection beyond the pool's outputs (:mod:`dalkit.experiment.memory`): the node
+        embeddings, their normalised copy and A V (the adjacency stays low-rank), and the GCN's
+        activations and their gradients (hidden) over every node."""
+        from dalkit.experiment.memory import ranking_bytes
+
+        m, e = s.n_unlabeled + s.n_labeled, s.embed_dim
+        return {"graph nodes, normalised, and A V (--subset)": 4 * m * e * 4,
+                "GCN activations and gradients (hidden, --subset)": m * (12 * self.hidden + 16) * 4,
+                "scores and their seeded ranking (--subset)": ranking_bytes(s)}
 
     def select(self, ctx: QueryContext, budget: int) -> Selection:
         positions, conf = self.confidences(ctx, budget)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -35,6 +36,10 @@ def _select_by(ctx: QueryContext, scores: Tensor, budget: int) -> Selection:
 @dataclass(frozen=True)
 class Random:
     """Uniformly random unlabeled samples.  Reference: the standard AL baseline."""
+
+    def memory_parts(self, s: Any) -> dict[str, int]:
+        """Memory of a selection beyond the pool's outputs (:mod:`dalkit.experiment.memory`)."""
+        return {"random order of the candidates (--subset)": s.n_unlabeled * 8}
 
     def select(self, ctx: QueryContext, budget: int) -> Selection:
         pos = torch.randperm(ctx.n_unlabeled, generator=ctx.generator)[:budget]

@@ -232,16 +232,42 @@ class QueryContext:
 
     def map_pool(self, fn: PoolFn, idx: Tensor, align: int, *args: Any) -> Any:
         """``fn(model, pool_images[idx], device, *args)``: here, or on the scorer's workers in blocks cut at
-        multiples of ``align`` (the batch unit of ``fn``, so the merged result is bit for bit the same)."""
-        images = self.pool_images[idx]
-        if self.scorer is None or images.shape[0] <= align:
-            return fn(self.model, images, self.device, *args)
-        return self.scorer.map(fn, self.model, images, align, *args)
+        multiples of ``align`` (the batch unit of ``fn``, so the merged result is bit for bit the same).
+
+        Here ``fn`` gets :class:`PoolRows`, which reads the rows batch by batch as ``fn`` slices it: a
+        memory-mapped pool is never gathered whole into memory."""
+        if self.scorer is None or idx.numel() <= align:
+            return fn(self.model, PoolRows(self.pool_images, idx), self.device, *args)
+        return self.scorer.map(fn, self.model, self.pool_images[idx], align, *args)
 
     def inputs(self, idx: Tensor) -> Tensor:
         """Model inputs of the pool samples ``idx`` on the device: images in [0, 1], or a float pool's
         values."""
         return to_float(self.pool_images[idx], self.device)
+
+
+class PoolRows:
+    """The pool rows ``pool[idx]`` read lazily: slicing (``rows[a:b]``) gathers only those rows, so a
+    pass over a memory-mapped pool in batches holds one batch at a time.  Has ``shape``, ``dtype`` and
+    ``len()`` like the tensor it stands for; ``materialize()`` gathers everything."""
+
+    def __init__(self, pool: Tensor, idx: Tensor) -> None:
+        self.pool, self.idx = pool, idx
+        self.shape = torch.Size((int(idx.numel()), *pool.shape[1:]))
+        self.dtype = pool.dtype
+        self.reads = 0  # gathers made (tests check that a pass reads batch by batch)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: slice) -> Tensor:
+        if not isinstance(key, slice):
+            raise TypeError("PoolRows supports slices of rows only")
+        self.reads += 1
+        return self.pool[self.idx[key]]
+
+    def materialize(self) -> Tensor:
+        return self[:]
 
 
 def as_pool(pool: Any) -> Tensor:

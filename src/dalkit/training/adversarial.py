@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dalkit.errors import ConfigError
+
 
 def input_range(model: nn.Module) -> tuple[float, float] | None:
     """The range a model's inputs live in, for clipping perturbed inputs: (0, 1) for image models,
@@ -14,7 +16,31 @@ def input_range(model: nn.Module) -> tuple[float, float] | None:
     return getattr(model, "input_range", (0.0, 1.0))
 
 
-def fgsm(model: nn.Module, x: Tensor, y: Tensor, epsilon: float,
+EPSILON_UNITS = ("input", "std")
+
+
+def fgsm_step_size(model: nn.Module, epsilon: float, units: str = "input") -> float | Tensor:
+    """The FGSM step of ``epsilon`` in ``units``: "input" = the inputs' own units (pixels on the [0, 1]
+    scale for images, the raw values of a float pool); "std" = ``epsilon`` standard deviations of each
+    input feature (channel, for images), the pool statistics the model standardises its inputs with
+    (``model.input_std``): a step of ``epsilon`` in the standardised space the network sees.
+
+    Raises:
+        ConfigError: "std" for a model without ``input_std`` (a user's network behind the adapter).
+    """
+    if units == "input":
+        return epsilon
+    if units != "std":
+        raise ConfigError(f"epsilon_units must be one of {', '.join(EPSILON_UNITS)}, got {units!r}")
+    std = getattr(model, "input_std", None)
+    if not isinstance(std, Tensor):
+        raise ConfigError(f"epsilon_units 'std' needs a model that standardises its inputs (dalkit's models, "
+                          f"the features model); {type(getattr(model, 'net', model)).__name__} has no "
+                          "input_std: use epsilon_units input")
+    return epsilon * std.detach().float()
+
+
+def fgsm(model: nn.Module, x: Tensor, y: Tensor, epsilon: float | Tensor,
          clip: tuple[float, float] | None | str = "model", batch_size: int = 512) -> Tensor:
     """Fast gradient sign counterparts H = clip(x + eps * sign(grad_x L(theta, x, y))) (Eq. 13, 15, 16).
 
@@ -24,13 +50,16 @@ def fgsm(model: nn.Module, x: Tensor, y: Tensor, epsilon: float,
     Args:
         x: float inputs in [0, 1], [B, C, H, W].
         y: the label used in the loss [B]: the true label or the model's prediction (paper versions).
-        epsilon: step size (pixel units, [0, 1] scale; feature units on a float pool).
+        epsilon: step size (pixel units, [0, 1] scale; feature units on a float pool), or a tensor of
+            steps broadcast over x (per channel / feature: :func:`fgsm_step_size` with "std").
         clip: (low, high), None (no clipping) or "model": :func:`input_range` of the model.
     Returns:
         [B, C, H, W], detached.
     """
     if clip == "model":
         clip = input_range(model)
+    if isinstance(epsilon, Tensor):
+        epsilon = epsilon.to(x.device, x.dtype)
     was_training = model.training
     model.eval()
     out = torch.empty_like(x)

@@ -119,6 +119,7 @@ def fit(
     progress: bool = False,
     desc: str = "train",
     unlabeled_ratio: int = 0,
+    on_epoch: Callable[[int, int], None] | None = None,
 ) -> dict[str, float]:
     """Train ``model`` on ``data`` with the loss given by ``step``.
 
@@ -137,6 +138,8 @@ def fit(
         generator: seeded CPU generator for shuffling and augmentation.
         progress: show a tqdm bar over epochs.
         unlabeled_ratio: mu, unlabeled samples per labeled sample in a batch (0: none).
+        on_epoch: called after each epoch with (epochs done, epochs in all): 1..E in order, where E is
+            ``cfg.epochs`` raised to reach ``cfg.min_steps`` (a labeling page's progress bar).
     Returns:
         {"loss": mean loss of the last epoch, "steps": optimiser steps taken}.
     """
@@ -193,4 +196,6 @@ def fit(
             count += len(idx)
             steps += 1
         last_loss = total / count
+        if on_epoch is not None:
+            on_epoch(epoch + 1, epochs)
     return {"loss": last_loss, "steps": float(steps)}

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from dalkit.data.augment import RA_RANGES
 from dalkit.errors import ConfigError
 from dalkit.registry import Registry
-from dalkit.training.adversarial import fgsm
+from dalkit.training.adversarial import EPSILON_UNITS, fgsm, fgsm_step_size
 from dalkit.training.evaluate import predict
 from dalkit.training.fit import StepFn
 from dalkit.training.loss_prediction import attach_loss_module, loss_prediction_step
@@ -42,9 +42,15 @@ class AdversarialPairs:
     paired with their originals; pairs train on 0.5 * (L(x, y) + L(H, y)) (Eq. 14).
 
     Options:
-        epsilon: FGSM step in [0, 1] pixel units; None = the dataset's default (0.03 MNIST/SVHN as in
-            the paper's section 4.1; 8/255 CIFAR, the top of the revision's 1/255..8/255 grid, where
+        epsilon: FGSM step in (0, 1], in ``epsilon_units``; None = the dataset's default (0.03 MNIST/SVHN
+            as in the paper's section 4.1; 8/255 CIFAR, the top of the revision's 1/255..8/255 grid, where
             section 4.1 said 0.1: ``dalkit.data.CIFAR_FGSM_EPSILON``).
+        epsilon_units: "input" (default): the inputs' own units, pixels on the [0, 1] scale for images
+            (the bound 1 is the pixel range) and the raw values of a float pool (feature rows: the
+            features model, an adapted model on float inputs), perturbed unclipped; "std": epsilon
+            standard deviations of each input feature (channel, for images), the pool statistics the
+            model standardises with, i.e. a step of epsilon in the space the network sees (the bound 1:
+            at most one standard deviation).  Use "std" on embeddings, whose scale is arbitrary.
         label: "true" (section 4.1, the oracle's label) or "predicted" (the revision's Algorithm 2:
             the model's prediction at selection time) as the label whose loss FGSM ascends.
         regenerate: False (the paper) keeps counterparts fixed from selection time; True recomputes
@@ -54,10 +60,16 @@ class AdversarialPairs:
     epsilon: float | None = None
     label: str = "true"
     regenerate: bool = False
+    # added after runs were recorded: left out of resolved.json at its default (the behaviour before)
+    epsilon_units: str = dataclasses.field(default="input", metadata={"resolved_at_default": False})
 
     def __post_init__(self) -> None:
+        if self.epsilon_units not in EPSILON_UNITS:
+            raise ConfigError(f"adversarial epsilon_units must be one of {', '.join(EPSILON_UNITS)}, "
+                              f"got {self.epsilon_units!r}")
         if self.epsilon is not None and not 0 < self.epsilon <= 1:
-            raise ConfigError(f"adversarial epsilon must lie in (0, 1], got {self.epsilon}")
+            unit = "pixel units" if self.epsilon_units == "input" else "standard deviations"
+            raise ConfigError(f"adversarial epsilon must lie in (0, 1] ({unit}), got {self.epsilon}")
         if self.label not in ("true", "predicted"):
             raise ConfigError(f"adversarial label must be 'true' or 'predicted', got {self.label!r}")
 
@@ -70,7 +82,12 @@ class AdversarialPairs:
     extra_labeled_views = 1  # each labeled sample's FGSM counterpart rides in the same step
 
     def step(self) -> StepFn:
-        return adversarial_pair_step(self.regenerate, self.eps)
+        return adversarial_pair_step(self.regenerate, self.eps, self.epsilon_units)
+
+    def prepare(self, model: nn.Module, image_shape: Sequence[int]) -> nn.Module:
+        """``model`` itself, once its inputs can be measured in ``epsilon_units`` (ConfigError if not)."""
+        fgsm_step_size(model, 1.0, self.epsilon_units)
+        return model
 
     def counterparts(self, model: nn.Module, x: Tensor, y_true: Tensor) -> Tensor | None:
         """H = clip(x + eps * sign(grad_x L(theta, x, y))) for the newly labeled x (Eq. 13-16)."""
@@ -78,7 +95,7 @@ class AdversarialPairs:
         if self.label == "predicted":
             logits, _ = predict(model, x, device=x.device)
             y = logits.argmax(1).to(x.device)
-        return fgsm(model, x, y, self.eps)
+        return fgsm(model, x, y, fgsm_step_size(model, self.eps, self.epsilon_units))
 
 
 def _check_ssl(name: str, r: Any) -> None:

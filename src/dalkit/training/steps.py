@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dalkit.training.adversarial import fgsm, paired_loss
+from dalkit.training.adversarial import fgsm, fgsm_step_size, paired_loss
 from dalkit.training.fit import Batch, StepFn
 
 
@@ -19,13 +19,13 @@ def supervised_step(model: nn.Module, batch: Batch) -> Tensor:
     return F.cross_entropy(model(batch.x), batch.y)
 
 
-def adversarial_pair_step(regenerate: bool = False, epsilon: float = 0.03) -> StepFn:
+def adversarial_pair_step(regenerate: bool = False, epsilon: float = 0.03, units: str = "input") -> StepFn:
     """DM2-AT recipe: 0.5 * (L(x, y) + L(H, y)) on paired samples, plain CE on the rest (Eq. 14).
 
     Args:
         regenerate: recompute H by FGSM with the current weights (true label) at every step instead of
             using the counterparts fixed at selection time (the paper).
-        epsilon: FGSM step when ``regenerate`` is True.
+        epsilon: FGSM step when ``regenerate`` is True, in ``units`` (:func:`fgsm_step_size`).
     """
 
     def step(model: nn.Module, batch: Batch) -> Tensor:
@@ -33,7 +33,7 @@ def adversarial_pair_step(regenerate: bool = False, epsilon: float = 0.03) -> St
             return supervised_step(model, batch)
         paired = batch.paired
         if regenerate:
-            x_adv = fgsm(model, batch.x[paired], batch.y[paired], epsilon)
+            x_adv = fgsm(model, batch.x[paired], batch.y[paired], fgsm_step_size(model, epsilon, units))
         else:
             x_adv = batch.x_adv[paired]
         # one forward over the clean batch and the P counterparts: BatchNorm sees both

@@ -150,19 +150,42 @@ function undo() {
   }).catch((e) => { state.history.push(item); say(e.message); });
 }
 
+// the round's progress: epoch k / E while training, then the query; the bar's fraction comes from the
+// server and never goes back
+function roundText(r) {
+  const p = r.progress || {};
+  const secs = ` (${r.elapsed_s || 0} s)`;
+  if (p.phase === "train") return `round: training, epoch ${p.epoch} / ${p.epochs}` + secs;
+  if (p.phase === "query") return "round: querying the next batch" + secs;
+  return `round: ${r.stage}` + secs;
+}
+
 function showRound(r) {
   const el = document.getElementById("round");
+  const box = document.getElementById("round-progress");
+  const bar = document.getElementById("round-bar");
+  const p = r.progress;
   document.getElementById("next").disabled = !!r.running;
-  if (r.running) el.textContent = `round: ${r.stage} (${r.elapsed_s || 0} s)`;
+  box.hidden = !p;
+  if (p) {
+    const pct = Math.round(1000 * p.fraction) / 10;
+    bar.style.width = pct + "%";
+    box.setAttribute("aria-valuenow", String(pct));
+    box.dataset.phase = p.phase;
+    box.dataset.epoch = p.epoch;
+    box.classList.toggle("query", r.running && p.phase === "query");
+  }
+  if (r.running) el.textContent = roundText(r);
   else if (r.error) el.textContent = "round failed: " + r.error;
-  else if (r.finished) el.textContent = `round done in ${r.elapsed_s} s`;
-  else el.textContent = "";
+  else if (r.finished) {
+    el.textContent = `round done in ${r.elapsed_s} s` + (p && p.epochs ? ` (${p.epochs} epochs)` : "");
+  } else el.textContent = "";
 }
 
 function poll() {
   api("api/round").then((r) => {
     showRound(r);
-    if (r.running) { state.polling = setTimeout(poll, 500); return; }
+    if (r.running) { state.polling = setTimeout(poll, 250); return; }
     state.polling = null;
     if (!r.error) load();
   }).catch((e) => say(e.message));
