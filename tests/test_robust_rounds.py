@@ -20,8 +20,9 @@ ROBUST = ("corrupt_acc", "corrupt_acc_mean", "fgsm_acc", "pgd_acc", "attack_epsi
 
 
 def _cfg(**kw) -> ExperimentConfig:
+    kw.setdefault("seeds", (0,))
     return ExperimentConfig(dataset="digits", method="margin", initial_size=20, budget=10, rounds=2,
-                            seeds=(0,), pool_size=300, device="cpu",
+                            pool_size=300, device="cpu",
                             train=TrainConfig(epochs=1, batch_size=32, min_steps=6),
                             test_corruptions=("stripe:1",), attack_epsilon=0.05, pgd_steps=2, pgd_restarts=1,
                             **kw)
@@ -69,6 +70,23 @@ def test_resume_of_a_final_only_run_gives_the_same_records(both, digits):
     resumed = run_experiment(_cfg(robust_rounds="final"), root / "final", splits=digits, progress=False)
     assert [{k: v for k, v in r.items() if not k.endswith("_s")} for r in resumed] == \
         [{k: v for k, v in r.items() if not k.endswith("_s")} for r in final]
+
+
+def test_a_seed_killed_after_another_finished_resumes(digits, tmp_path):
+    # seed 0 finished (its last round holds the robust columns), seed 1 killed after its round 1: the
+    # file holds the columns for one seed only, and resuming must continue it, not refuse it
+    cfg = _cfg(robust_rounds="final", seeds=(0, 1))
+    whole = run_experiment(cfg, tmp_path / "whole", splits=digits, progress=False)
+    path = tmp_path / "killed" / "rounds.jsonl"
+    run_experiment(cfg, tmp_path / "killed", splits=digits, progress=False)
+    lines = path.read_text().splitlines()
+    assert [json.loads(x)["seed"] for x in lines] == [0, 0, 0, 1, 1, 1]
+    path.write_text("\n".join(lines[:5]) + "\n")
+    check_records([json.loads(x) for x in lines[:5]], path, "final")
+    resumed = run_experiment(cfg, tmp_path / "killed", splits=digits, progress=False)
+    assert [{k: v for k, v in r.items() if not k.endswith("_s")} for r in resumed] == \
+        [{k: v for k, v in r.items() if not k.endswith("_s")} for r in whole]
+    assert "corrupt_acc_mean" in resumed[-1] and "corrupt_acc_mean" not in resumed[-2]
 
 
 def test_a_robust_column_in_a_middle_round_is_refused(both, digits):

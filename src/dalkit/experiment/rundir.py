@@ -92,7 +92,8 @@ def check_records(records: list[Any], where: str | Path, robust_rounds: str | No
     """Check the round records of a run directory: each is a mapping with the required keys, every key
     it holds of the right type and range (accuracies in [0, 1], counts non-negative and no larger than
     what they count), the experiment's columns in every round or in none (a robustness column may
-    also be in each seed's last round only: ``robust_rounds: final``), and each seed's rounds
+    also be in each seed's last round only, ``robust_rounds: final``, and absent from a seed that was
+    interrupted before it), and each seed's rounds
     0..k-1, each exactly once.
 
     Args:
@@ -130,9 +131,13 @@ def check_records(records: list[Any], where: str | Path, robust_rounds: str | No
         last[rec["seed"]] = max(last.get(rec["seed"], rec["round"]), rec["round"])
     final_only = {k for k in first_with if k in ROBUST_COLUMNS and robust_rounds != "every"
                   and all(k not in rec or rec["round"] == last[rec["seed"]] for rec in records)}
+    # a final-only column may be absent from a seed altogether: a seed interrupted before its last round
+    # (the config's round count, which check_replay knows, tells a finished seed from it)
+    seeds_with = {k: {rec["seed"] for rec in records if k in rec} for k in final_only}
     for line, rec in enumerate(records, 1):
         missing = [k for k in first_with if k not in rec
-                   and not (k in final_only and rec["round"] < last[rec["seed"]])]
+                   and not (k in final_only and (rec["round"] < last[rec["seed"]]
+                                                 or rec["seed"] not in seeds_with[k]))]
         if missing:
             raise RunDirectoryError(f"{where}: line {line} lacks {missing[0]!r}, which line "
                                     f"{first_with[missing[0]]} records (every round of a run records the "
