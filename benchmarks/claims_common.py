@@ -23,6 +23,7 @@ import torch
 
 from dalkit.experiment.config import config_from_dict
 from dalkit.experiment.runner import run_experiment
+from dalkit.report.plots import plot_paired_comparisons
 from dalkit.report.power import PairedComparison, paired_comparison
 from dalkit.report.tables import aubc
 
@@ -190,6 +191,8 @@ def report(bench: Bench, columns: list[tuple[str, str, str]], echo: bool = True)
     out.with_suffix(".json").write_text(json.dumps(
         {"arms": table, "comparisons": [p.to_dict() for p in comparisons],
          "claims": [c.__dict__ for c in bench.claims]}, indent=1))
+    plot_paired_comparisons(comparisons, [f"{p.a} − {p.b}" for p in comparisons], out.with_suffix(".png"),
+                            f"claim_{bench.name}: paired differences over seeds")
     if echo:
         print(out.read_text())
     return comparisons

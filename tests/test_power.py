@@ -36,3 +36,19 @@ def test_seeds_needed_by_hand():
     assert seeds_needed(2.0, 1.0) > seeds_needed(1.0, 1.0)  # more spread, more seeds
     with pytest.raises(ValueError):
         seeds_needed(1.0, 0.0)
+
+
+def test_the_forest_plot_draws_each_interval_and_skips_single_seed_comparisons(tmp_path):
+    from dalkit.report.plots import forest_rows, plot_paired_comparisons
+
+    two = paired_comparison({0: 1.0, 1: 2.0, 2: 3.0}, {0: 0.5, 1: 1.0, 2: 1.5}, 0.71)  # the hand case above
+    one = paired_comparison({0: 1.0}, {0: 0.0}, 0.5)
+    half = 4.302653 * 0.5 / math.sqrt(3)
+    rows = forest_rows([one, two], ["single", "three seeds"])
+    assert [r[0] for r in rows] == ["three seeds"]
+    assert rows[0][1:] == (pytest.approx(1.0), pytest.approx(1 - half, abs=1e-5),
+                           pytest.approx(1 + half, abs=1e-5), 0.71)
+    path = plot_paired_comparisons([one, two], ["single", "three seeds"], tmp_path / "claims.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot_paired_comparisons([one], ["single"], tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()
