@@ -147,8 +147,8 @@ def part_selection(args: argparse.Namespace) -> None:
                     {"error": (out.stderr.strip().splitlines() or ["?"])[-1][:200]}
             except subprocess.TimeoutExpired:
                 result = {"timeout": args.timeout}
-                if name in subsets:
-                    result["subset"] = int(subsets[name])
+            if name in subsets and "seconds" not in result and "refused" not in result:
+                result["subset"] = int(subsets[name])  # a timeout or an error, on the subset
             print(key, result, flush=True)
             save(key, result)
 
@@ -322,7 +322,9 @@ def write_markdown(data: dict) -> None:
                 return f"{v['seconds']} s / {v['peak_mib']} MiB{est}{sub}"
             if "refused" in v:
                 return "refused: " + v["refused"].split("; ")[-1]
-            return f"> {v['timeout']} s{sub}" if "timeout" in v else f"error: {v['error'][:60]}"
+            if "timeout" in v:
+                return f"> {v['timeout']} s{sub}"
+            return "error: " + v["error"].split("Error: ", 1)[-1][:160] + sub  # the message, not the class
 
         for name in names:
             cells = [cell(sel.get(f"selection/{s}/{name}")) for s in sizes]
