@@ -136,12 +136,13 @@ def per_seed(records: list[dict[str, Any]], metric: str, kind: str) -> dict[int,
     last = max((r["round"] for r in records), default=-1)
     out: dict[int, float] = {}
     for seed in sorted({r["seed"] for r in records}):
-        recs = sorted((r for r in records if r["seed"] == seed and metric in r), key=lambda r: r["round"])
+        recs = sorted((r for r in records if r["seed"] == seed), key=lambda r: r["round"])
         if not recs or recs[-1]["round"] != last or len(recs) != last + 1:
-            continue
-        if kind == "final":
-            out[seed] = 100 * recs[-1][metric]
-        else:
+            continue  # not complete
+        if kind == "final":  # (robust_rounds: final records the robust metrics in the last round only)
+            if metric in recs[-1]:
+                out[seed] = 100 * recs[-1][metric]
+        elif all(metric in r for r in recs):
             out[seed] = 100 * aubc([r["n_labeled"] for r in recs], [r[metric] for r in recs])
     return out
 

@@ -395,6 +395,10 @@ CORPUS: list[tuple[str, Callable[[Path], None] | None, list[str], str]] = [
     ("config-open-set-source-without-fraction", _write("c.yaml", "open_set_source: photos\n"), CFG(),
      "open_set_source 'photos' needs an open-set pool"),
     ("pgd-steps-without-epsilon", None, R("--pgd-steps", "3"), "needs attack_epsilon"),
+    ("robust-rounds-without-robustness", None, R("--robust-rounds", "final"), "needs test_corruptions"),
+    ("robust-rounds-unknown", None, R("--robust-rounds", "last", "--test-corruptions", "fog:1"),
+     "robust_rounds must be one of every, final, got 'last'"),
+    ("robust-rounds-changed-on-resume", None, RB("--robust-rounds", "final"), "robust_rounds"),
     # contradictions between a method's name and other flags
     ("ssl-method-recipe-contradiction", None, R("--method", "fixmatch:random", "--recipe", "supervised"),
      "trains with 'fixmatch'"),

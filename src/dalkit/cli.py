@@ -56,7 +56,8 @@ _RUN_FLAGS = {  # flag dest -> config field
     "rounds": "rounds", "pool_size": "pool_size", "test_size": "test_size", "device": "device",
     "data_root": "data_root", "recipe": "recipe", "features": "features_path",
     "model_dropout": "model_dropout", "subset": "subset", "attack_epsilon": "attack_epsilon",
-    "pgd_steps": "pgd_steps", "pgd_restarts": "pgd_restarts", "open_set_fraction": "open_set_fraction",
+    "pgd_steps": "pgd_steps", "pgd_restarts": "pgd_restarts",
+    "robust_rounds": "robust_rounds", "open_set_fraction": "open_set_fraction",
     "open_set_source": "open_set_source",
     "open_set_oracle": "open_set_oracle", "imbalance_ratio": "imbalance_ratio",
     "initial_set": "initial_set", "retrain": "retrain",
@@ -295,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--attack-epsilon", type=float, help="FGSM/PGD test accuracy at this L-inf radius")
     r.add_argument("--pgd-steps", type=int)
     r.add_argument("--pgd-restarts", type=int, help="PGD from k random starts (worst case); 0: start at x")
+    r.add_argument("--robust-rounds", help="evaluate corruptions and attacks every round (default) or only "
+                   "the final one: every | final")
     r.add_argument("--open-set-fraction", type=float, help="fraction of OOD images in the pool")
     r.add_argument("--open-set-source", help="'photos' (default) or a dataset name")
     r.add_argument("--open-set-oracle", choices=["discard", "random-label"])

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from dalkit.experiment.config import ExperimentConfig
 
 OPEN_SET_ORACLES = ("discard", "random-label")
+ROBUST_ROUNDS = ("every", "final")  # when the corrupted sets and the attacks are evaluated
 # OOD images are generated beside the pool: n_ood = f / (1 - f) * N.  f = 0.9 makes 9 per pool image
 # (a random pick is in-distribution 1 time in 10); beyond it the pool is mostly generated photo crops
 # (0.999: 999 per image, ~8 minutes of crops for the 1,497 digits) and the experiment measures little.
@@ -48,6 +49,12 @@ def check_robustness_fields(cfg: ExperimentConfig) -> None:
     restarts = cfg.pgd_restarts
     if not isinstance(restarts, int) or isinstance(restarts, bool) or restarts < 0:
         raise ConfigError(f"pgd_restarts must be a non-negative integer (0: start at x), got {restarts!r}")
+    if cfg.robust_rounds not in ROBUST_ROUNDS:
+        raise ConfigError(f"robust_rounds must be one of {', '.join(ROBUST_ROUNDS)}, "
+                          f"got {cfg.robust_rounds!r}")
+    if cfg.robust_rounds != "every" and not cfg.test_corruptions and eps is None:
+        raise ConfigError(f"robust_rounds {cfg.robust_rounds!r} needs test_corruptions (--test-corruptions) "
+                          "or attack_epsilon (--attack-epsilon): without them nothing robust is evaluated")
     if not (_number(cfg.open_set_fraction) and 0 <= cfg.open_set_fraction <= MAX_OPEN_SET_FRACTION):
         raise ConfigError(f"open_set_fraction must lie in [0, {MAX_OPEN_SET_FRACTION}] (at most "
                           f"{MAX_OOD_PER_IMAGE:g} OOD images per pool image are generated), "
@@ -128,4 +135,6 @@ def corrupted_test_sets(cfg: ExperimentConfig, test: ImageDataset) -> dict[str, 
     return out
 
 
-__all__ = ["OPEN_SET_ORACLES", "RobustData", "check_robustness_fields", "corrupted_test_sets", "perturb_pool"]
+__all__ = ["OPEN_SET_ORACLES", "ROBUST_ROUNDS", "RobustData", "check_robustness_fields",
+           "corrupted_test_sets",
+           "perturb_pool"]

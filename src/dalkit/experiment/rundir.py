@@ -81,16 +81,24 @@ REQUIRED_KEYS = ("seed", "round", "n_labeled", "test_acc", "selected", "train_s"
 # written by every round of a run or by none (they depend on the experiment, not on the round)
 RUN_COLUMNS = ("train_loss", "n_adversarial", "corrupt_acc_mean", "corrupt_acc", "fgsm_acc", "pgd_acc",
                "attack_epsilon", "pgd_steps", "robust_s", "n_trained", "n_ood_labeled", "n_ood_selected")
+# the robustness columns: with ``robust_rounds: final`` only a seed's last round records them
+ROBUST_COLUMNS = ("corrupt_acc_mean", "corrupt_acc", "fgsm_acc", "pgd_acc", "attack_epsilon", "pgd_steps",
+                  "robust_s")
 # counts bounded by another field of the same record
 _BOUNDS = {"n_adversarial": "n_labeled", "n_trained": "n_labeled", "n_ood_labeled": "n_labeled"}
 
 
-def check_records(records: list[Any], where: str | Path) -> None:
+def check_records(records: list[Any], where: str | Path, robust_rounds: str | None = None) -> None:
     """Check the round records of a run directory: each is a mapping with the required keys, every key
     it holds of the right type and range (accuracies in [0, 1], counts non-negative and no larger than
-    what they count), the experiment's columns in every round or in none, and each seed's rounds
+    what they count), the experiment's columns in every round or in none (a robustness column may
+    also be in each seed's last round only, ``robust_rounds: final``, and absent from a seed that was
+    interrupted before it), and each seed's rounds
     0..k-1, each exactly once.
 
+    Args:
+        robust_rounds: the run's setting where its config is known: "every" allows a robustness column
+            in every round or none only; None (no config) also allows each seed's last round only.
     Raises:
         RunDirectoryError: says which line and what is wrong.
     """
@@ -118,8 +126,18 @@ def check_records(records: list[Any], where: str | Path) -> None:
             if key in rec:
                 first_with.setdefault(key, line)
         by_seed.setdefault(rec["seed"], []).append(rec["round"])
+    last = {}  # seed -> its highest round
+    for rec in records:
+        last[rec["seed"]] = max(last.get(rec["seed"], rec["round"]), rec["round"])
+    final_only = {k for k in first_with if k in ROBUST_COLUMNS and robust_rounds != "every"
+                  and all(k not in rec or rec["round"] == last[rec["seed"]] for rec in records)}
+    # a final-only column may be absent from a seed altogether: a seed interrupted before its last round
+    # (the config's round count, which check_replay knows, tells a finished seed from it)
+    seeds_with = {k: {rec["seed"] for rec in records if k in rec} for k in final_only}
     for line, rec in enumerate(records, 1):
-        missing = [k for k in first_with if k not in rec]
+        missing = [k for k in first_with if k not in rec
+                   and not (k in final_only and (rec["round"] < last[rec["seed"]]
+                                                 or rec["seed"] not in seeds_with[k]))]
         if missing:
             raise RunDirectoryError(f"{where}: line {line} lacks {missing[0]!r}, which line "
                                     f"{first_with[missing[0]]} records (every round of a run records the "
@@ -168,9 +186,16 @@ def check_replay(records: list[dict[str, Any]], config: ExperimentConfig, pool_s
     for rec in records:
         r, sel = rec["round"], rec["selected"]
         what = f"{where}: seed {rec['seed']} round {r}"
-        missing = [c for c in columns if c not in rec]
+        final_only = config.robust_rounds == "final" and r < config.rounds
+        missing = [c for c in columns if c not in rec and not (final_only and c in ROBUST_COLUMNS)]
         if missing:
-            raise RunDirectoryError(f"{what} lacks {missing[0]!r}, which this experiment records every round")
+            when = "in its final round" if missing[0] in ROBUST_COLUMNS and config.robust_rounds == "final" \
+                else "every round"
+            raise RunDirectoryError(f"{what} lacks {missing[0]!r}, which this experiment records {when}")
+        extra = [c for c in ROBUST_COLUMNS if final_only and c in rec]
+        if extra:
+            raise RunDirectoryError(f"{what} records {extra[0]!r}, which robust_rounds: final records in "
+                                    "the final round only")
         if rec["n_labeled"] != config.initial_size + r * config.budget:
             raise RunDirectoryError(f"{what} records {rec['n_labeled']} labeled samples, expected "
                                     f"{config.initial_size + r * config.budget}")
@@ -254,7 +279,7 @@ class RunDirectory:
                     f"{self.path} was run with {old_resolved} but the method now resolves to {resolved} "
                     "(a default changed?); choose another output directory or delete this one"
                 )
-        check_records(self.read_rounds(), self.rounds_path)
+        check_records(self.read_rounds(), self.rounds_path, config.robust_rounds)
 
     def prepare(self, config: ExperimentConfig, resolved: dict[str, Any] | None = None) -> None:
         """Create the directory (after :meth:`check`), remove temporaries a killed run left, and write the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import json
 import logging
@@ -325,8 +326,10 @@ def run_seed(
                                     "the run's state, so retrain: continue cannot resume; use a new folder")
     model_spec = model_spec_for(config, data)
 
-    def evaluate(model: torch.nn.Module) -> tuple[float, dict[str, float], float]:
+    def evaluate(model: torch.nn.Module, r: int) -> tuple[float, dict[str, float], float]:
         acc = accuracy(model, data.test.images, data.test.labels, data.train_cfg.eval_batch_size, device)
+        if config.robust_rounds == "final" and r < config.rounds:
+            return acc, {}, 0.0
         t0 = time.perf_counter()
         robust = robust_metrics(model, data.test.labels, data.corrupted, data.test.images,
                                 config.attack_epsilon, config.pgd_steps, data.train_cfg.eval_batch_size,
@@ -338,7 +341,8 @@ def run_seed(
         res = run_round(model_spec, strategy, recipe, data.train_cfg, pool.images, pool.labels, labeled, seed,
                         r, config.budget if r < config.rounds else None, discard if open_set else None,
                         device, data.features, config.candidate_subset, adv_index, adv_images,
-                        counterpart_labels=pool.labels, progress=progress, after_train=evaluate,
+                        counterpart_labels=pool.labels, progress=progress,
+                        after_train=functools.partial(evaluate, r=r),
                         init_state=warm)
         stats, train_s = res.stats, res.train_s
         acc, robust, robust_s = res.evaluation

@@ -55,6 +55,9 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
             finals = [by_seed[s][common[-1]][metric] for s in seeds]
             robust[metric] = {"aubc_mean": float(np.mean(vals)), "aubc_std": float(np.std(vals)),
                               "final_mean": float(np.mean(finals)), "final_std": float(np.std(finals))}
+        elif common and all(metric in by_seed[s][common[-1]] for s in seeds):  # robust_rounds: final
+            finals = [by_seed[s][common[-1]][metric] for s in seeds]
+            robust[metric] = {"final_mean": float(np.mean(finals)), "final_std": float(np.std(finals))}
     if common and all("n_ood_labeled" in by_seed[s][common[-1]] for s in seeds):
         ood = [by_seed[s][common[-1]]["n_ood_labeled"] for s in seeds]
         robust["n_ood_labeled"] = {"final_mean": float(np.mean(ood)), "final_std": float(np.std(ood))}
@@ -69,7 +72,7 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 ROBUST_METRICS = ("corrupt_acc_mean", "fgsm_acc", "pgd_acc")
-_ROBUST_HEADS = {"corrupt_acc_mean": "AUBC corrupted", "fgsm_acc": "AUBC FGSM", "pgd_acc": "AUBC PGD"}
+_ROBUST_HEADS = {"corrupt_acc_mean": "corrupted", "fgsm_acc": "FGSM", "pgd_acc": "PGD"}
 
 
 def load_run(path: str | Path) -> tuple[str, list[dict[str, Any]]]:
@@ -83,11 +86,12 @@ def load_run(path: str | Path) -> tuple[str, list[dict[str, Any]]]:
     rd = RunDirectory(path)
     if not rd.rounds_path.is_file():
         raise RunDirectoryError(f"{path} is not a run directory (no rounds.jsonl)")
-    label = rd.read_config().method if rd.config_path.exists() else Path(path).name
+    config = rd.read_config() if rd.config_path.exists() else None
+    label = config.method if config is not None else Path(path).name
     records = rd.read_rounds()
     if not records:
         raise RunDirectoryError(f"{rd.rounds_path} has no completed rounds yet")
-    check_records(records, rd.rounds_path)
+    check_records(records, rd.rounds_path, config.robust_rounds if config is not None else None)
     return label, records
 
 
@@ -99,15 +103,19 @@ def markdown_table(summaries: dict[str, dict[str, Any]]) -> str:
     """Markdown: one row per method; accuracy (%) mean ± std per labeled count, AUBC, query s/round."""
     counts = sorted({row["n_labeled"] for s in summaries.values() for row in s["rounds"]})
     extra = [m for m in ROBUST_METRICS if any(m in s.get("robust", {}) for s in summaries.values())]
+    # AUBC where every round evaluated it (robust_rounds: every), else the final value (robust_rounds: final)
+    kind = {m: "aubc" if all("aubc_mean" in s["robust"][m] for s in summaries.values()
+                             if m in s.get("robust", {})) else "final" for m in extra}
     ood = any("n_ood_labeled" in s.get("robust", {}) for s in summaries.values())
-    head = ["method", *[str(c) for c in counts], "AUBC", *[_ROBUST_HEADS[m] for m in extra],
+    robust_heads = [f"{'AUBC' if kind[m] == 'aubc' else 'final'} {_ROBUST_HEADS[m]}" for m in extra]
+    head = ["method", *[str(c) for c in counts], "AUBC", *robust_heads,
             *(["OOD labeled"] if ood else []), "query s/round"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, s in summaries.items():
         by_n = {row["n_labeled"]: row for row in s["rounds"]}
         cells = [_pm(by_n[c]["acc_mean"], by_n[c]["acc_std"]) if c in by_n else "" for c in counts]
         rob = s.get("robust", {})
-        cells += [_pm(rob[m]["aubc_mean"], rob[m]["aubc_std"]) if m in rob else "" for m in extra]
+        cells += [_pm(rob[m][f"{kind[m]}_mean"], rob[m][f"{kind[m]}_std"]) if m in rob else "" for m in extra]
         if ood:
             o = rob.get("n_ood_labeled")
             cells.append(f"{o['final_mean']:.1f} ± {o['final_std']:.1f}" if o else "")
