@@ -13,7 +13,9 @@ measurement is skipped on a re-run, so the script resumes) and rewrites benchmar
     python benchmarks/scale.py probcover --n 20000
 
 Selection runs each strategy in its own process (so its peak resident memory is its own), on a
-``features`` model (a linear head, depth 0) trained on 1,000 labeled rows: the measurement is the
+``features`` model (a linear head, depth 0) trained for 5 epochs on 1,000 labeled rows with the recipe
+the strategy requires (``learning-loss``: the loss-prediction recipe, which attaches the loss-prediction
+module and trains it with the head, as the runner does), else supervised: the measurement is the
 selection, not a backbone.  A strategy that passes ``--timeout`` seconds is recorded as such; one whose
 selection-memory estimate (dalkit.experiment.memory, the runner's check) exceeds ``--limit-gib`` is
 recorded as refused with its message, without running; ``--subset STRATEGY=R`` ranks a random R of the
@@ -81,7 +83,7 @@ def selection_one(path: str, labels_path: str, strategy: str, budget: int, subse
     from dalkit.experiment import memory
     from dalkit.models.features import FeatureMLP
     from dalkit.strategies import QueryContext, create_strategy, query
-    from dalkit.training import TrainConfig, TrainSet, fit, supervised_step
+    from dalkit.training import TrainConfig, TrainSet, create_recipe, fit, prepare_model
 
     torch.set_num_threads(1)
     pool = torch.from_numpy(np.load(path, mmap_mode="c"))  # copy-on-write map: pages come in as read
@@ -102,9 +104,13 @@ def selection_one(path: str, labels_path: str, strategy: str, budget: int, subse
         memory.check_selection_memory(chosen, strategy, shape, int(limit_gib * memory.GIB))
     except ConfigError as exc:
         return {"refused": str(exc), "estimate_mib": round(estimate / 2**20)}
+    # the training a run of this strategy gets: the recipe it requires (learning-loss: loss-prediction,
+    # whose prepare() attaches a fresh loss-prediction module that fit() trains with the model, as the
+    # runner does), else supervised
+    recipe = create_recipe((getattr(chosen, "requires_recipe", ()) or ("supervised",))[0])
     torch.manual_seed(0)
-    model = FeatureMLP(pool.shape[1], 10, depth=0, dropout=0.3)
-    fit(model, TrainSet(pool[labeled].clone(), y[labeled]), supervised_step,
+    model = prepare_model(recipe, FeatureMLP(pool.shape[1], 10, depth=0, dropout=0.3), (pool.shape[1],))
+    fit(model, TrainSet(pool[labeled].clone(), y[labeled]), recipe.step(),
         TrainConfig(epochs=5, batch_size=64), torch.Generator().manual_seed(0))
     model.eval()
     ctx = QueryContext(model, pool, labeled, y[labeled], 10, torch.Generator().manual_seed(1), "cpu", 8192,
@@ -141,8 +147,8 @@ def part_selection(args: argparse.Namespace) -> None:
                     {"error": (out.stderr.strip().splitlines() or ["?"])[-1][:200]}
             except subprocess.TimeoutExpired:
                 result = {"timeout": args.timeout}
-                if name in subsets:
-                    result["subset"] = int(subsets[name])
+            if name in subsets and "seconds" not in result and "refused" not in result:
+                result["subset"] = int(subsets[name])  # a timeout or an error, on the subset
             print(key, result, flush=True)
             save(key, result)
 
@@ -316,7 +322,9 @@ def write_markdown(data: dict) -> None:
                 return f"{v['seconds']} s / {v['peak_mib']} MiB{est}{sub}"
             if "refused" in v:
                 return "refused: " + v["refused"].split("; ")[-1]
-            return f"> {v['timeout']} s{sub}" if "timeout" in v else f"error: {v['error'][:60]}"
+            if "timeout" in v:
+                return f"> {v['timeout']} s{sub}"
+            return "error: " + v["error"].split("Error: ", 1)[-1][:160] + sub  # the message, not the class
 
         for name in names:
             cells = [cell(sel.get(f"selection/{s}/{name}")) for s in sizes]
