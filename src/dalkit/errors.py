@@ -47,3 +47,8 @@ class LabelError(DalkitError, ValueError):
 class ExecutorError(DalkitError):
     """A distributed run could not finish (a task kept dying); the run directory keeps its completed
     rounds and a re-run resumes."""
+
+
+class TrainingDivergedError(DalkitError):
+    """Training produced a non-finite loss (NaN or inf); the message names the epoch and the settings to
+    change.  The round is not recorded: the run directory keeps only the rounds completed before it."""

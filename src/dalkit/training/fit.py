@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -11,6 +12,7 @@ from tqdm.auto import tqdm
 
 from dalkit.data.augment import augment_batch
 from dalkit.data.dataset import to_float
+from dalkit.errors import TrainingDivergedError
 from dalkit.training.config import TrainConfig
 
 
@@ -196,6 +198,11 @@ def fit(
             count += len(idx)
             steps += 1
         last_loss = total / count
+        if not math.isfinite(last_loss):  # a NaN weight never recovers: stop before it is recorded
+            raise TrainingDivergedError(
+                f"training diverged: the mean loss of epoch {epoch + 1} of {epochs} is {last_loss} "
+                f"({cfg.optimizer}, lr {cfg.lr:g}, {n} labeled samples); lower the learning rate (--lr) "
+                "or try --optimizer adam")
         if on_epoch is not None:
             on_epoch(epoch + 1, epochs)
     return {"loss": last_loss, "steps": float(steps)}
