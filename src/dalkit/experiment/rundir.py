@@ -126,9 +126,7 @@ def check_records(records: list[Any], where: str | Path, robust_rounds: str | No
             if key in rec:
                 first_with.setdefault(key, line)
         by_seed.setdefault(rec["seed"], []).append(rec["round"])
-    last = {}  # seed -> its highest round
-    for rec in records:
-        last[rec["seed"]] = max(last.get(rec["seed"], rec["round"]), rec["round"])
+    last = {seed: max(rounds) for seed, rounds in by_seed.items()}  # seed -> its highest round
     final_only = {k for k in first_with if k in ROBUST_COLUMNS and robust_rounds != "every"
                   and all(k not in rec or rec["round"] == last[rec["seed"]] for rec in records)}
     # a final-only column may be absent from a seed altogether: a seed interrupted before its last round

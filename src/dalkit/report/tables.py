@@ -49,15 +49,15 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     ]
     robust: dict[str, dict[str, float]] = {}
     for metric in ROBUST_METRICS:  # corrupted-set mean, FGSM, PGD accuracy: AUBC like the clean one
-        if common and all(metric in by_seed[s][k] for s in seeds for k in common):
+        if not common or not all(metric in by_seed[s][common[-1]] for s in seeds):
+            continue
+        entry = robust[metric] = {}
+        if all(metric in by_seed[s][k] for s in seeds for k in common):  # robust_rounds: final has no AUBC
             vals = [aubc([by_seed[s][k]["n_labeled"] for k in common],
                          [by_seed[s][k][metric] for k in common]) for s in seeds]
-            finals = [by_seed[s][common[-1]][metric] for s in seeds]
-            robust[metric] = {"aubc_mean": float(np.mean(vals)), "aubc_std": float(np.std(vals)),
-                              "final_mean": float(np.mean(finals)), "final_std": float(np.std(finals))}
-        elif common and all(metric in by_seed[s][common[-1]] for s in seeds):  # robust_rounds: final
-            finals = [by_seed[s][common[-1]][metric] for s in seeds]
-            robust[metric] = {"final_mean": float(np.mean(finals)), "final_std": float(np.std(finals))}
+            entry.update(aubc_mean=float(np.mean(vals)), aubc_std=float(np.std(vals)))
+        finals = [by_seed[s][common[-1]][metric] for s in seeds]
+        entry.update(final_mean=float(np.mean(finals)), final_std=float(np.std(finals)))
     if common and all("n_ood_labeled" in by_seed[s][common[-1]] for s in seeds):
         ood = [by_seed[s][common[-1]]["n_ood_labeled"] for s in seeds]
         robust["n_ood_labeled"] = {"final_mean": float(np.mean(ood)), "final_std": float(np.std(ood))}
