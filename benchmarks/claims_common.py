@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from dalkit.errors import TrainingDivergedError
 from dalkit.experiment.config import config_from_dict
 from dalkit.experiment.runner import run_experiment
 from dalkit.report.plots import plot_paired_comparisons
@@ -101,14 +102,20 @@ def run(bench: Bench, seeds: list[int], only: list[str] | None, max_minutes: flo
                 continue
             (cfg,) = config_from_dict({**arm.values, "seeds": [seed]})
             raw = bench.results_dir / f"{slug(arm.label)}.jsonl"
-            if seed in finished_seeds(raw, cfg.rounds):
+            if seed in finished_seeds(raw, cfg.rounds) or seed in diverged_seeds(bench, arm.label):
                 continue
             if (time.perf_counter() - t_start) / 60 > max_minutes:
                 print(f"time limit: stopped before {arm.label} seed {seed}; re-run to continue",
                       file=sys.stderr)
                 return False
             t0 = time.perf_counter()
-            run_experiment(cfg, bench.run_dir(arm), progress=False)
+            try:
+                run_experiment(cfg, bench.run_dir(arm), progress=False)
+            except TrainingDivergedError as e:  # an outcome of the arm, not of the benchmark: note it, go on
+                note_divergence(bench, arm, seed, str(e))
+                print(f"== {bench.name}: {arm.label} seed {seed}: diverged ({e})", file=sys.stderr,
+                      flush=True)
+                continue
             shutil.copyfile(bench.run_dir(arm) / "rounds.jsonl", raw)
             print(f"== {bench.name}: {arm.label} seed {seed}: {time.perf_counter() - t0:.0f} s",
                   file=sys.stderr,
@@ -116,6 +123,21 @@ def run(bench: Bench, seeds: list[int], only: list[str] | None, max_minutes: flo
             if on_seed is not None:
                 on_seed()
     return True
+
+
+def note_divergence(bench: Bench, arm: Arm, seed: int, message: str) -> None:
+    """Note a diverged run (once per seed) in ``claim_<name>/<arm>.diverged.jsonl``; the report lists it."""
+    path = bench.results_dir / f"{slug(arm.label)}.diverged.jsonl"
+    if seed not in diverged_seeds(bench, arm.label):
+        with path.open("a") as f:
+            f.write(json.dumps({"seed": seed, "error": message}) + "\n")
+
+
+def diverged_seeds(bench: Bench, label: str) -> dict[int, str]:
+    path = bench.results_dir / f"{slug(label)}.diverged.jsonl"
+    if not path.exists():
+        return {}
+    return {int(r["seed"]): r["error"] for r in map(json.loads, path.read_text().splitlines())}
 
 
 def load_records(bench: Bench, label: str) -> list[dict[str, Any]]:
@@ -182,6 +204,11 @@ def report(bench: Bench, columns: list[tuple[str, str, str]], echo: bool = True)
         comparisons.append(paired_comparison(a, b, claim.margin, claim.a, claim.b,
                                              f"{claim.kind} {claim.metric}"))
     claim_lines = [f"- **{c.text}** {p.sentence()}" for c, p in zip(bench.claims, comparisons, strict=True)]
+    diverged = [f"- {arm.label}, seed {s}: {err}" for arm in bench.arms
+                for s, err in sorted(diverged_seeds(bench, arm.label).items())]
+    if diverged:
+        claim_lines += ["", "Runs stopped by a diverged training (left out of the table and the "
+                        "comparisons):", "", *diverged]
     out = bench.results_root / f"claim_{bench.name}.md"
     out.write_text(f"# claim_{bench.name}\n\n{bench.header}\n\nMean ± sd over seeds (%):\n\n"
                    + "\n".join(lines)
