@@ -3,7 +3,8 @@
 power statement computed from those records (:mod:`dalkit.report.power`).
 
 An arm is a label and the config values of one method; every arm runs one seed at a time into
-``runs/claims/<name>/<arm>`` (``run_experiment`` resumes a half-finished seed round by round), and its
+``runs/claims/<name>/<arm>`` (``run_experiment`` resumes a half-finished seed round by round; trainings
+shared between arms, e.g. round 0, load from ``runs/claims/<name>/_train_cache``), and its
 ``rounds.jsonl`` is copied to ``benchmarks/results/claim_<name>/<arm>.jsonl`` after every seed, so the
 raw records survive even when ``runs/`` is deleted.  The report is rebuilt from those copies only.
 """
@@ -67,6 +68,11 @@ class Bench:
     def run_dir(self, arm: Arm) -> Path:
         return self.runs_root / self.name / slug(arm.label)
 
+    @property
+    def train_cache(self) -> Path:
+        """Trainings shared by the arms (every arm with the same recipe trains the same round 0)."""
+        return self.runs_root / self.name / "_train_cache"
+
 
 def slug(label: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in label)
@@ -110,7 +116,7 @@ def run(bench: Bench, seeds: list[int], only: list[str] | None, max_minutes: flo
                 return False
             t0 = time.perf_counter()
             try:
-                run_experiment(cfg, bench.run_dir(arm), progress=False)
+                run_experiment(cfg, bench.run_dir(arm), progress=False, train_cache=bench.train_cache)
             except TrainingDivergedError as e:  # an outcome of the arm, not of the benchmark: note it, go on
                 note_divergence(bench, arm, seed, str(e))
                 print(f"== {bench.name}: {arm.label} seed {seed}: diverged ({e})", file=sys.stderr,

@@ -141,13 +141,13 @@ def test_continue_starts_from_the_given_weights(digits):
     spec = ModelSpec("cnn", 10)
     recipe = create_recipe("loss-prediction")
     idx = torch.arange(20)
-    first, _, _ = train_round(spec, recipe, QUICK, digits.train.images, digits.train.labels, idx, 0, 0)
+    first, *_ = train_round(spec, recipe, QUICK, digits.train.images, digits.train.labels, idx, 0, 0)
     kept = {k: v.clone() for k, v in first.state_dict().items()}
     assert any(k.startswith("loss_module.") for k in kept)  # the loss module travels with the model
     frozen = TrainConfig(epochs=1, batch_size=32, optimizer="sgd", lr=1e-12, momentum=0.0)
-    warm, _, _ = train_round(spec, recipe, frozen, digits.train.images, digits.train.labels, idx, 0, 1,
+    warm, *_ = train_round(spec, recipe, frozen, digits.train.images, digits.train.labels, idx, 0, 1,
                              init_state=kept)
-    cold, _, _ = train_round(spec, recipe, frozen, digits.train.images, digits.train.labels, idx, 0, 1)
+    cold, *_ = train_round(spec, recipe, frozen, digits.train.images, digits.train.labels, idx, 0, 1)
     for k, v in warm.state_dict().items():
         if v.is_floating_point():
             assert torch.allclose(v, kept[k], atol=1e-6), k

@@ -27,6 +27,19 @@ class Net(nn.Module):
         return self.fc1(self.body(x))
 
 
+class _FrozenNorm(Net):
+    """Fine-tuning's habit: ``train()`` keeps the normalisation in eval mode (its statistics frozen)."""
+
+    def train(self, mode: bool = True) -> _FrozenNorm:
+        super().train(mode)
+        self.body[2].eval()
+        return self
+
+
+def frozen_norm(num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+    return _FrozenNorm(num_classes, math.prod(input_shape))
+
+
 def no_linear(num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
     """A classifier ending in a 1x1 convolution and pooling: no nn.Linear at all."""
     return nn.Sequential(nn.Conv2d(input_shape[0], num_classes, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten())

@@ -63,7 +63,7 @@ _RUN_FLAGS = {  # flag dest -> config field
     "initial_set": "initial_set", "retrain": "retrain",
 }
 _EXECUTOR_FLAGS = {"executor": "executor", "address": "address", "cpus_per_run": "cpus_per_run",
-                   "score_workers": "score_workers"}
+                   "score_workers": "score_workers", "train_cache": "train_cache"}
 _TRAIN_FLAGS = ("epochs", "batch_size", "lr", "optimizer", "min_steps")
 
 
@@ -316,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cpus-per-run", type=int, metavar="N", help="with --executor ray: CPUs per run")
     r.add_argument("--score-workers", type=int, metavar="K",
                    help="with --executor ray: K actors split the pool's forward passes each round")
+    r.add_argument("--train-cache", metavar="DIR",
+                   help="a folder of trained rounds shared between runs: a training already stored there "
+                   "(e.g. round 0, the same for every method) is loaded instead of repeated")
     r.set_defaults(func=_cmd_run)
 
     s = sub.add_parser("strategies", help="list strategies and methods")

@@ -43,6 +43,7 @@ from dalkit.experiment.runner import (
     run_experiment,
     run_seed,
 )
+from dalkit.experiment.train_cache import TrainCache
 
 EXECUTORS = ("local", "ray")
 RAY_HINT = "pip install 'dalkit[ray]'"
@@ -59,6 +60,9 @@ class ExecutorConfig:
         cpus_per_run: CPUs Ray reserves for each (method, seed) task; also its torch threads.
         score_workers: K Ray actors that split the pool's forward passes each round (1: the task itself).
         max_retries: times a (method, seed) task is submitted again after its worker or node died.
+        train_cache: a folder of trained rounds the runs share (:mod:`dalkit.experiment.train_cache`):
+            a training whose inputs match a stored one is loaded, not repeated (e.g. every method's
+            round 0).  With Ray on several machines it must be a folder they all see.
     """
 
     name: str = "local"
@@ -66,6 +70,7 @@ class ExecutorConfig:
     cpus_per_run: int = 1
     score_workers: int = 1
     max_retries: int = 3
+    train_cache: str | None = None
 
     def __post_init__(self) -> None:
         if self.name not in EXECUTORS:
@@ -77,6 +82,10 @@ class ExecutorConfig:
         retries = self.max_retries
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ConfigError(f"max_retries must be a non-negative integer, got {short(self.max_retries)}")
+        if self.train_cache is not None:
+            if not isinstance(self.train_cache, str) or not self.train_cache.strip():
+                raise ConfigError(f"train-cache must be a folder, got {short(self.train_cache)}")
+            TrainCache(self.train_cache)  # refuses a file
         if self.address is not None:
             if not isinstance(self.address, str) or not self.address.strip():
                 raise ConfigError(f"address must be 'auto' or HOST:PORT, got {short(self.address)}")
@@ -90,7 +99,8 @@ class ExecutorConfig:
 
 
 _EXECUTOR_KEYS = {"executor": "name", "address": "address", "cpus_per_run": "cpus_per_run",
-                  "score_workers": "score_workers", "max_retries": "max_retries"}
+                  "score_workers": "score_workers", "max_retries": "max_retries",
+                  "train_cache": "train_cache"}
 
 
 def executor_from_values(values: dict[str, Any]) -> tuple[dict[str, Any], ExecutorConfig]:
@@ -161,7 +171,7 @@ def run_jobs(jobs: list[Job], executor: ExecutorConfig | None = None, progress: 
     executor = executor or ExecutorConfig()
     if executor.name == "local":
         return [run_experiment(job.config, job.run_dir, progress=progress, on_round=on_round,
-                               prepared=job.prepared) for job in jobs]
+                               prepared=job.prepared, train_cache=executor.train_cache) for job in jobs]
     return RayExecutor(executor).run(jobs, progress, on_round)
 
 
@@ -294,7 +304,8 @@ _END = object()
 
 
 def seed_stream(config: ExperimentConfig, data: Prepared, seed: int, done: list[dict[str, Any]],
-                state: dict[str, Any], threads: int, score_workers: int = 1) -> Iterator[tuple]:
+                state: dict[str, Any], threads: int, score_workers: int = 1,
+                train_cache: str | None = None) -> Iterator[tuple]:
     """Run (or resume) one seed and yield ``("start", info)``, then ``("round", record, state|None)``
     per completed round.  The body of the Ray task (a generator, so rounds stream to the driver)."""
     import torch
@@ -315,7 +326,8 @@ def seed_stream(config: ExperimentConfig, data: Prepared, seed: int, done: list[
         scorer = RayScorer(score_workers, threads) if score_workers > 1 else None
         try:
             with use_scorer(scorer):
-                run_seed(config, data, seed, _StreamSink(state, items.put), done, False)  # type: ignore[arg-type]
+                run_seed(config, data, seed, _StreamSink(state, items.put), done, False,  # type: ignore[arg-type]
+                         train_cache=TrainCache(train_cache) if train_cache else None)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the generator
             failure.append(exc)
         finally:
@@ -429,7 +441,7 @@ class RayExecutor:
             name=f"dalkit {run.config.method} seed {run.seed}")
         return task.remote(run.config, data_ref, run.seed, list(run.records),
                            run.rundir.load_state(run.seed), self.executor.cpus_per_run,
-                           self.executor.score_workers)
+                           self.executor.score_workers, self.executor.train_cache)
 
     def _advance(self, ray: Any, gen: Any, run: _Run, on_round: OnRound | None) -> bool:
         """Take one item of ``gen``; False when the task ended (finished or died)."""

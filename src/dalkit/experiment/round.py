@@ -13,15 +13,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+import dalkit
 from dalkit.data import to_float
 from dalkit.errors import BudgetError
-from dalkit.models import build_model
+from dalkit.experiment.train_cache import TrainCache
+from dalkit.models import build_model, import_model_code
 from dalkit.strategies import QueryContext, query
 from dalkit.training import TrainConfig, TrainSet, fit, prepare_model
 
@@ -131,6 +133,8 @@ class RoundResult:
         train_s, query_s: seconds spent training and querying.
         selected: the queried pool indices, sorted [budget] (empty when the round did not query).
         info: the strategy's diagnostics (``Selection.info``).
+        train_cached: the training was loaded from a :class:`TrainCache` (``train_s`` is then the
+            seconds the stored training took).
         n_candidates: how many unlabeled samples the strategy ranked (None: no query).
         evaluation: what ``after_train`` returned.
         new_adv: the recipe's counterparts of the selected, trainable samples (e.g. DM2-AT's FGSM images)
@@ -146,6 +150,16 @@ class RoundResult:
     n_candidates: int | None = None
     new_adv: Tensor | None = None
     evaluation: Any = None
+    train_cached: bool = False
+
+
+class Trained(NamedTuple):
+    """What :func:`train_round` returns."""
+
+    model: nn.Module
+    stats: dict[str, float]
+    seconds: float
+    cached: bool = False
 
 
 def train_round(
@@ -164,7 +178,8 @@ def train_round(
     progress: bool = False,
     init_state: dict[str, Tensor] | None = None,
     on_progress: OnProgress | None = None,
-) -> tuple[nn.Module, dict[str, float], float]:
+    cache: TrainCache | None = None,
+) -> Trained:
     """Train a freshly initialised model on ``images[train_idx]`` (labels ``labels[train_idx]``).
 
     Args:
@@ -177,10 +192,13 @@ def train_round(
         init_state: weights to start from (``retrain: continue``: the previous round's model and any
             loss-prediction module); None = the fresh initialisation.
         on_progress: told ("train", k, E) after each epoch (see :data:`OnProgress`).
+        cache: load the training from this store when it holds one with the same inputs, else train
+            and store it (:mod:`dalkit.experiment.train_cache`).
     Returns:
-        (model, fit statistics, seconds).
+        :class:`Trained` (model, fit statistics, seconds, whether it came from ``cache``).
     """
     image_shape = tuple(images.shape[1:])
+    import_model_code(model_spec.name)  # before the seed: a user module's import-time draws stay out of it
     torch.manual_seed(derive_seed(seed, r, 1))  # model init + dropout in training
     model = model_spec.build(image_shape, to_float(images[:2])).to(device)
     model = prepare_model(recipe, model, image_shape)  # e.g. attaches a loss-prediction module
@@ -198,11 +216,25 @@ def train_round(
     trainset = TrainSet(images[train_idx], labels[train_idx], train_adv,
                         paired if train_adv is not None else None,
                         unlabeled=images[unlabeled_idx] if ratio and unlabeled_idx is not None else None)
+    key = None
+    if cache is not None:
+        key = cache.key([model_spec, recipe, train_cfg, seed, r, ratio, torch.device(device).type,
+                         dalkit.__version__, torch.__version__], model,
+                        [trainset.images, trainset.labels, trainset.adv_images, trainset.paired,
+                         trainset.unlabeled])
+        hit = cache.load(key, model)
+        if hit is not None:
+            if on_progress is not None:
+                on_progress("train", 1, 1)
+            return Trained(model, *hit, cached=True)
     on_epoch = None if on_progress is None else (lambda k, total: on_progress("train", k, total))
     t0 = time.perf_counter()
     stats = fit(model, trainset, recipe.step(), train_cfg, generator(seed, r, 2), device,
                 progress=progress, desc=f"seed {seed} round {r}", unlabeled_ratio=ratio, on_epoch=on_epoch)
-    return model, stats, time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    if cache is not None and key is not None:
+        cache.store(key, model, stats, seconds, device)
+    return Trained(model, stats, seconds)
 
 
 def query_round(
@@ -273,6 +305,7 @@ def run_round(
     after_train: Callable[[nn.Module], Any] | None = None,
     init_state: dict[str, Tensor] | None = None,
     on_progress: OnProgress | None = None,
+    cache: TrainCache | None = None,
 ) -> RoundResult:
     """Train on the labeled set, then (``budget`` not None) query the next batch.
 
@@ -288,6 +321,7 @@ def run_round(
         after_train: called with the trained model before the query (evaluation: a strategy may leave
             the model in another state); its return value is ``RoundResult.evaluation``.
         on_progress: told each finished epoch and the query's start and end (:data:`OnProgress`).
+        cache: a :class:`TrainCache` the training is loaded from or stored in (None: always train).
     Returns:
         :class:`RoundResult`.
     """
@@ -296,10 +330,10 @@ def run_round(
     train_idx = labeled[~drop[labeled]]
     queried = torch.zeros(n, dtype=torch.bool)
     queried[labeled] = True
-    model, stats, train_s = train_round(model_spec, recipe, train_cfg, images, labels, train_idx, seed, r,
-                                        device, adv_index, adv_images, (~queried).nonzero().squeeze(1),
-                                        progress, init_state, on_progress)
-    result = RoundResult(model, stats, train_s)
+    model, stats, train_s, cached = train_round(
+        model_spec, recipe, train_cfg, images, labels, train_idx, seed, r, device, adv_index, adv_images,
+        (~queried).nonzero().squeeze(1), progress, init_state, on_progress, cache)
+    result = RoundResult(model, stats, train_s, train_cached=cached)
     if after_train is not None:
         result.evaluation = after_train(model)
     if budget is None:

@@ -33,6 +33,7 @@ from dalkit.experiment.round import (  # noqa: F401  (re-exported: callers impor
     unlabeled_mask,
 )
 from dalkit.experiment.rundir import RunDirectory, check_replay
+from dalkit.experiment.train_cache import TrainCache
 from dalkit.files import atomic_write_text
 from dalkit.strategies import create_strategy
 from dalkit.training import TrainConfig, accuracy, create_recipe, prepare_model
@@ -290,11 +291,14 @@ def run_seed(
     done: list[dict[str, Any]] | None = None,
     progress: bool = False,
     on_round: Callable[[dict[str, Any]], None] | None = None,
+    train_cache: TrainCache | None = None,
 ) -> list[dict[str, Any]]:
     """Run (or resume) the AL loop for one seed; returns all its round records.
 
     Round r trains a freshly initialised model on the labeled set (seeded by (seed, r)), evaluates it,
-    queries ``budget`` samples and labels them with the simulated oracle (the pool's labels).
+    queries ``budget`` samples and labels them with the simulated oracle (the pool's labels).  With
+    ``train_cache`` a training already stored there is loaded instead (the record says
+    ``"train_cached": true``; every other number is the same).
     """
     device = resolve_device(config.device)
     strategy = _strategy_for(config)
@@ -343,7 +347,7 @@ def run_seed(
                         device, data.features, config.candidate_subset, adv_index, adv_images,
                         counterpart_labels=pool.labels, progress=progress,
                         after_train=functools.partial(evaluate, r=r),
-                        init_state=warm)
+                        init_state=warm, cache=train_cache)
         stats, train_s = res.stats, res.train_s
         acc, robust, robust_s = res.evaluation
         selected: list[int] = res.selected.tolist()
@@ -355,6 +359,8 @@ def run_seed(
             "n_adversarial": int(adv_index.numel()), "test_acc": acc, "train_loss": stats["loss"],
             "train_s": round(train_s, 4), "query_s": round(query_s, 4), "selected": selected,
         }
+        if res.train_cached:
+            record["train_cached"] = True
         if r < config.rounds and config.candidate_subset is not None:
             record["n_candidates"] = res.n_candidates
         if robust:
@@ -592,6 +598,7 @@ def run_experiment(
     progress: bool = True,
     on_round: Callable[[dict[str, Any]], None] | None = None,
     prepared: Prepared | None = None,
+    train_cache: str | Path | TrainCache | None = None,
 ) -> list[dict[str, Any]]:
     """Run every seed of ``config``; with ``out_dir``, record to and resume from a run directory.
 
@@ -600,21 +607,25 @@ def run_experiment(
 
     Args:
         prepared: the result of :func:`check_experiment`, to skip validating twice.
+        train_cache: a folder of trained rounds shared between runs (:mod:`dalkit.experiment.train_cache`):
+            a round whose training inputs match a stored one loads it instead of training.
     Returns:
         all round records (every seed).
     Raises:
         ConfigError, BudgetError, DatasetNotFoundError, DatasetFormatError, RunDirectoryError.
     """
+    cache = train_cache if isinstance(train_cache, TrainCache | None) else TrainCache(train_cache)
     data = prepared if prepared is not None else check_experiment(config, out_dir, splits)
     if out_dir is None:
         return [rec for seed in config.seeds
-                for rec in run_seed(config, data, seed, None, [], progress, on_round)]
+                for rec in run_seed(config, data, seed, None, [], progress, on_round, cache)]
     rundir = RunDirectory(out_dir)
     with rundir.locked():
         existing, on_disk = open_run(config, data, rundir)
         records: list[dict[str, Any]] = []
         for seed in config.seeds:
-            records += run_seed(config, data, seed, rundir, done_rounds(existing, seed), progress, on_round)
+            records += run_seed(config, data, seed, rundir, done_rounds(existing, seed), progress, on_round,
+                                cache)
         close_run(config, rundir, existing, on_disk, records)
     return records
 

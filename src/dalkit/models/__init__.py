@@ -23,7 +23,7 @@ from dalkit.registry import Registry
 
 __all__ = ["ADAPTER_OPTIONS", "MODELS", "BaselineSmallNet", "DalkitModel", "DigitCNN", "FeatureMLP",
            "MobileNet", "ModelAdapter", "ResNet", "adapt_model", "build_model", "check_model_name",
-           "create_model", "is_dalkit_model", "is_import_path"]
+           "create_model", "import_model_code", "is_dalkit_model", "is_import_path"]
 
 MODELS: Registry[Callable[..., DalkitModel]] = Registry("model")
 MODELS.register("cnn")(DigitCNN)
@@ -92,6 +92,14 @@ def _import_builder(path: str) -> Callable[..., Any]:
         raise ConfigError(f"model {short(path)} must be a function or class that builds a fresh nn.Module "
                           f"(every round trains a new one), got a {type(obj).__name__}")
     return obj
+
+
+def import_model_code(name: str) -> None:
+    """Import a user builder's module now, before a round seeds the global RNG: code that runs at its
+    import (a module-level layer, a seed call) would otherwise draw from, or reset, the round's stream
+    the first time only."""
+    if is_import_path(name):
+        _import_builder(name)
 
 
 def check_model_name(name: Any) -> None:
