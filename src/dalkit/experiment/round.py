@@ -225,14 +225,14 @@ def train_round(
         hit = cache.load(key, model)
         if hit is not None:
             if on_progress is not None:
-                on_progress("train", 1, 1)
+                on_progress("train", 1, 1)  # loaded: one step, done
             return Trained(model, *hit, cached=True)
     on_epoch = None if on_progress is None else (lambda k, total: on_progress("train", k, total))
     t0 = time.perf_counter()
     stats = fit(model, trainset, recipe.step(), train_cfg, generator(seed, r, 2), device,
                 progress=progress, desc=f"seed {seed} round {r}", unlabeled_ratio=ratio, on_epoch=on_epoch)
     seconds = time.perf_counter() - t0
-    if cache is not None and key is not None:
+    if key is not None:
         cache.store(key, model, stats, seconds, device)
     return Trained(model, stats, seconds)
 
