@@ -52,3 +52,28 @@ def test_the_forest_plot_draws_each_interval_and_skips_single_seed_comparisons(t
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plot_paired_comparisons([one], ["single"], tmp_path / "none.png") is None
     assert not (tmp_path / "none.png").exists()
+
+
+def test_the_forest_plot_colours_each_interval_by_its_verdict(tmp_path, monkeypatch):
+    from matplotlib.colors import to_hex
+
+    from dalkit.report import plots
+
+    seeds = range(4)
+    cases = {  # per-seed differences -> the verdict paired_comparison gives them
+        "holds": [2.0, 2.1, 1.9, 2.0],
+        "margin excluded": [-0.1, 0.1, 0.0, 0.05],
+        "contradicted": [-2.0, -2.1, -1.9, -2.0],
+        "undecided": [-3.0, 3.0, 2.0, -1.0],
+    }
+    comps = [paired_comparison(dict(zip(seeds, d, strict=True)), dict.fromkeys(seeds, 0.0), 1.0)
+             for d in cases.values()]
+    assert [c.verdict for c in comps] == list(cases)
+    figures = []
+    monkeypatch.setattr(plots.plt, "close", figures.append)
+    plots.plot_paired_comparisons(comps, list(cases), tmp_path / "f.png")
+    ax = figures[0].axes[0]
+    intervals = ax.lines[0::3][:4]  # per row: the interval, its mean, the claimed margin
+    assert [to_hex(line.get_color()) for line in intervals] == [
+        to_hex(plots.VERDICT_COLOURS[v]) for v in cases]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(plots.VERDICT_COLOURS)

@@ -60,6 +60,11 @@ def forest_rows(comparisons: list[Any], labels: list[str]) -> list[tuple[str, fl
             for label, c in zip(labels, comparisons, strict=True) if c.n >= 2]
 
 
+VERDICT_COLOURS = {"holds": "tab:green", "margin excluded": "tab:orange", "contradicted": "tab:red",
+                   "undecided": "tab:grey"}
+"""The forest plot's colour per verdict of :func:`dalkit.report.power.paired_comparison`."""
+
+
 def plot_paired_comparisons(comparisons: list[Any], labels: list[str], path: str | Path,
                             title: str = "") -> Path | None:
     """A forest plot of paired comparisons (:class:`dalkit.report.power.PairedComparison`): per claim the
@@ -72,14 +77,19 @@ def plot_paired_comparisons(comparisons: list[Any], labels: list[str], path: str
     rows = forest_rows(comparisons, labels)
     if not rows:
         return None
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2), dpi=120)
+    verdicts = [c.verdict for c in comparisons if c.n >= 2]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.6), dpi=120)
     y = np.arange(len(rows))[::-1]
-    for yi, (_, m, lo, hi, claimed) in zip(y, rows, strict=True):
-        colour = "tab:green" if lo > 0 else "tab:red" if hi < 0 else "tab:grey"
+    for yi, (_, m, lo, hi, claimed), verdict in zip(y, rows, verdicts, strict=True):
+        colour = VERDICT_COLOURS.get(verdict, "tab:grey")
         ax.plot([lo, hi], [yi, yi], color=colour, lw=2)
         ax.plot(m, yi, "o", color=colour)
         ax.plot(claimed, yi, "D", color="black", ms=5, fillstyle="none")
     ax.axvline(0, color="black", lw=0.8)
+    shown = [v for v in VERDICT_COLOURS if v in verdicts]
+    ax.legend(handles=[plt.Line2D([], [], color=VERDICT_COLOURS[v], lw=2, label=v) for v in shown],
+              fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.07 - 0.6 / (len(rows) + 2)),
+              ncol=len(shown), frameon=False)
     ax.set_yticks(y, [r[0] for r in rows], fontsize=7)
     ax.set_xlabel("A − B, points (mean over seeds, 95 % t-interval; ◇ the paper's margin)")
     if title:
