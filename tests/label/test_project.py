@@ -195,9 +195,9 @@ def test_features_project_trains_the_mlp_head_on_the_users_rows(tmp_path, mnist_
 
     def spy(spec, recipe, cfg, images, *a, **kw):
         built["pool"] = images
-        model, stats, secs = real(spec, recipe, cfg, images, *a, **kw)
-        built["model"] = model
-        return model, stats, secs
+        trained = real(spec, recipe, cfg, images, *a, **kw)
+        built["model"] = trained.model
+        return trained
 
     monkeypatch.setattr(round_module, "train_round", spy)
     second = p.next_batch()
