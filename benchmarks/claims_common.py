@@ -132,11 +132,10 @@ def run(bench: Bench, seeds: list[int], only: list[str] | None, max_minutes: flo
 
 
 def note_divergence(bench: Bench, arm: Arm, seed: int, message: str) -> None:
-    """Note a diverged run (once per seed) in ``claim_<name>/<arm>.diverged.jsonl``; the report lists it."""
-    path = bench.results_dir / f"{slug(arm.label)}.diverged.jsonl"
-    if seed not in diverged_seeds(bench, arm.label):
-        with path.open("a") as f:
-            f.write(json.dumps({"seed": seed, "error": message}) + "\n")
+    """Note a diverged run in ``claim_<name>/<arm>.diverged.jsonl`` (:func:`run` skips the seeds noted
+    there); the report lists it."""
+    with (bench.results_dir / f"{slug(arm.label)}.diverged.jsonl").open("a") as f:
+        f.write(json.dumps({"seed": seed, "error": message}) + "\n")
 
 
 def diverged_seeds(bench: Bench, label: str) -> dict[int, str]:

@@ -218,7 +218,7 @@ def train_round(
                         unlabeled=images[unlabeled_idx] if ratio and unlabeled_idx is not None else None)
     key = None
     if cache is not None:
-        key = cache.key([model_spec, recipe, train_cfg, seed, r, ratio, torch.device(device).type,
+        key = cache.key([model_spec, recipe, train_cfg, seed, r, torch.device(device).type,
                          dalkit.__version__, torch.__version__], model,
                         [trainset.images, trainset.labels, trainset.adv_images, trainset.paired,
                          trainset.unlabeled])

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +29,13 @@ from dalkit.errors import OutputError
 from dalkit.files import atomic_write_bytes, ensure_dir
 
 
-@dataclass(frozen=True)
 class TrainCache:
     """A folder of ``<key>.pt`` entries (see the module docstring)."""
 
-    root: Path
-
     def __init__(self, root: str | Path) -> None:
-        root = Path(root)
-        if root.exists() and not root.is_dir():
+        self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
             raise OutputError(f"train cache {root} is a file, not a folder; give a folder for --train-cache")
-        object.__setattr__(self, "root", root)
 
     def key(self, settings: list[Any], model: nn.Module, tensors: list[Tensor | None]) -> str:
         """The hex digest of a round's training inputs: ``settings`` (reprs), ``model``'s weights before
