@@ -159,20 +159,34 @@ def load_records(bench: Bench, label: str) -> list[dict[str, Any]]:
 
 
 def per_seed(records: list[dict[str, Any]], metric: str, kind: str) -> dict[int, float]:
-    """seed -> the metric in percent: its last evaluation ("final") or its AUBC ("aubc"), for the seeds
-    whose run is complete (every round up to the largest round present)."""
+    """seed -> the metric in percent: its first evaluation ("first", round 0), its last ("final") or its
+    AUBC ("aubc"), for the seeds whose run is complete (every round up to the largest round present)."""
     last = max((r["round"] for r in records), default=-1)
     out: dict[int, float] = {}
     for seed in sorted({r["seed"] for r in records}):
         recs = sorted((r for r in records if r["seed"] == seed), key=lambda r: r["round"])
         if not recs or recs[-1]["round"] != last or len(recs) != last + 1:
             continue  # not complete
-        if kind == "final":  # (robust_rounds: final records the robust metrics in the last round only)
+        if kind == "first":
+            if metric in recs[0]:
+                out[seed] = 100 * recs[0][metric]
+        elif kind == "final":  # (robust_rounds: final records the robust metrics in the last round only)
             if metric in recs[-1]:
                 out[seed] = 100 * recs[-1][metric]
         elif all(metric in r for r in recs):
             out[seed] = 100 * aubc([r["n_labeled"] for r in recs], [r[metric] for r in recs])
     return out
+
+
+def per_seed_table(bench: Bench, columns: list[tuple[str, str, str, str]]) -> str:
+    """A markdown table, a row per seed: one cell per (heading, arm label, metric, kind) column, the
+    metric in percent as ``per_seed`` reads it, empty where that arm has no complete run of the seed."""
+    cols = [per_seed(load_records(bench, label), metric, kind) for _, label, metric, kind in columns]
+    seeds = sorted(set().union(*cols)) if cols else []
+    lines = ["| seed | " + " | ".join(c[0] for c in columns) + " |", "|" + "---|" * (len(columns) + 1)]
+    lines += [f"| {seed} | " + " | ".join(f"{c[seed]:.2f}" if seed in c else "" for c in cols) + " |"
+              for seed in seeds]
+    return "\n".join(lines)
 
 
 def _mean_sd(vals: list[float]) -> str:
@@ -237,5 +251,5 @@ def parse_seeds(text: str) -> list[int]:
     return [int(s) for s in text.split(",")]
 
 
-__all__ = ["Arm", "Bench", "Claim", "RESULTS", "load_records", "parse_seeds", "per_seed", "report", "run",
-           "slug"]
+__all__ = ["Arm", "Bench", "Claim", "RESULTS", "load_records", "parse_seeds", "per_seed", "per_seed_table",
+           "report", "run", "slug"]
