@@ -5,14 +5,14 @@ power statement computed from those records (:mod:`dalkit.report.power`).
 An arm is a label and the config values of one method; every arm runs one seed at a time into
 ``runs/claims/<name>/<arm>`` (``run_experiment`` resumes a half-finished seed round by round; trainings
 shared between arms, e.g. round 0, load from ``runs/claims/<name>/_train_cache``), and its
-``rounds.jsonl`` is copied to ``benchmarks/results/claim_<name>/<arm>.jsonl`` after every seed, so the
-raw records survive even when ``runs/`` is deleted.  The report is rebuilt from those copies only.
+seed's records are merged into ``benchmarks/results/claim_<name>/<arm>.jsonl`` after every seed, so the
+raw records survive even when ``runs/`` is deleted (and a run dir started afresh adds to them).  The
+report is rebuilt from those files only.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -122,13 +122,33 @@ def run(bench: Bench, seeds: list[int], only: list[str] | None, max_minutes: flo
                 print(f"== {bench.name}: {arm.label} seed {seed}: diverged ({e})", file=sys.stderr,
                       flush=True)
                 continue
-            shutil.copyfile(bench.run_dir(arm) / "rounds.jsonl", raw)
+            merge_seed(raw, bench.run_dir(arm) / "rounds.jsonl", seed)
             print(f"== {bench.name}: {arm.label} seed {seed}: {time.perf_counter() - t0:.0f} s",
                   file=sys.stderr,
                   flush=True)
             if on_seed is not None:
                 on_seed()
     return True
+
+
+def merge_seed(raw: Path, rounds: Path, seed: int) -> None:
+    """Put ``seed``'s records from a run dir's ``rounds.jsonl`` into the raw file, keeping every other
+    seed's records there (the run dir may be younger than the raw file: ``runs/`` deleted, a fresh
+    checkout); written to a temporary file and renamed, so a stop mid-write leaves the old file whole."""
+    def records(path: Path) -> list[str]:
+        return path.read_text().splitlines() if path.exists() else []
+
+    def seed_of(line: str) -> int | None:
+        try:
+            return int(json.loads(line)["seed"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            return None  # a torn line: dropped with the seed it would have belonged to
+
+    kept = [ln for ln in records(raw) if seed_of(ln) not in (seed, None)]
+    new = [ln for ln in records(rounds) if seed_of(ln) == seed]
+    tmp = raw.with_suffix(raw.suffix + ".tmp")
+    tmp.write_text("".join(ln + "\n" for ln in kept + new))
+    tmp.replace(raw)
 
 
 def note_divergence(bench: Bench, arm: Arm, seed: int, message: str) -> None:
@@ -251,5 +271,5 @@ def parse_seeds(text: str) -> list[int]:
     return [int(s) for s in text.split(",")]
 
 
-__all__ = ["Arm", "Bench", "Claim", "RESULTS", "load_records", "parse_seeds", "per_seed", "per_seed_table",
-           "report", "run", "slug"]
+__all__ = ["Arm", "Bench", "Claim", "RESULTS", "load_records", "merge_seed", "parse_seeds", "per_seed",
+           "per_seed_table", "report", "run", "slug"]

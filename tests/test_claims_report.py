@@ -12,7 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import claim_ssl_fa  # noqa: E402
-from claims_common import Bench, per_seed, per_seed_table, slug  # noqa: E402
+from claims_common import Bench, merge_seed, per_seed, per_seed_table, slug  # noqa: E402
 
 
 def write(bench: Bench, label: str, runs: dict[int, list[float]]) -> None:
@@ -60,3 +60,21 @@ def test_fa_count_counts_on_the_seeds_all_arms_share(tmp_path):
     # the average over the 4 methods, per seed: FA (90+95+97+50)/4 = 83, (90+70+97+96)/4 = 88.25;
     # without (91+80+96+96)/4 = 90.75, (92+80+96+50)/4 = 79.5 -> differences -7.75, +8.75, mean +0.50
     assert "(final test_acc): +0.50" in line
+
+
+def test_merge_seed_keeps_other_seeds_replaces_this_one(tmp_path):
+    # the raw file holds seeds 0-1, a half-written seed 2 and a torn line; a run dir started afresh
+    # (runs/ deleted) holds only seed 2, plus a stale seed 0 that must not replace the raw one
+    def rec(seed, r, acc):
+        return json.dumps({"seed": seed, "round": r, "test_acc": acc})
+
+    raw, rounds = tmp_path / "arm.jsonl", tmp_path / "rounds.jsonl"
+    raw.write_text("\n".join([rec(0, 0, 0.1), rec(0, 1, 0.2), rec(1, 0, 0.3), rec(1, 1, 0.4),
+                              rec(2, 0, 0.99), '{"seed": 2, "rou']) + "\n")
+    rounds.write_text("\n".join([rec(0, 1, 0.77), rec(2, 0, 0.5), rec(2, 1, 0.6)]) + "\n")
+    merge_seed(raw, rounds, 2)
+    got = [(r["seed"], r["round"], r["test_acc"]) for r in map(json.loads, raw.read_text().splitlines())]
+    assert got == [(0, 0, 0.1), (0, 1, 0.2), (1, 0, 0.3), (1, 1, 0.4), (2, 0, 0.5), (2, 1, 0.6)]
+    assert not raw.with_suffix(".jsonl.tmp").exists()
+    merge_seed(tmp_path / "new.jsonl", rounds, 2)  # no raw file yet
+    assert [json.loads(ln)["seed"] for ln in (tmp_path / "new.jsonl").read_text().splitlines()] == [2, 2]
