@@ -24,6 +24,10 @@ def test_paired_interval_and_verdicts_by_hand():
     # interval (-0.06, 0.26) straddles 0 but lies below a claimed +1.0
     below = paired_comparison({0: 1.0, 1: 1.1, 2: 1.2}, {0: 1.0, 1: 1.0, 2: 1.0}, 1.0)
     assert below.verdict == "margin excluded"
+    # differences 0.2, 0.3, 0.4: interval 0.3 -+ 4.3027 * 0.1 / sqrt 3 = (0.05, 0.55): above 0, below +1.0
+    smaller = paired_comparison({0: 1.2, 1: 1.3, 2: 1.4}, {0: 1.0, 1: 1.0, 2: 1.0}, 1.0)
+    assert smaller.ci_low > 0 and smaller.verdict == "holds, smaller than claimed"
+    assert paired_comparison({0: 1.2, 1: 1.3, 2: 1.4}, {0: 1.0, 1: 1.0, 2: 1.0}, 0.5).verdict == "holds"
     assert paired_comparison({0: 1.0}, {0: 0.0}, 0.5).verdict == "too few seeds"
     assert "95 % CI" in c.sentence()
 
@@ -62,6 +66,7 @@ def test_the_forest_plot_colours_each_interval_by_its_verdict(tmp_path, monkeypa
     seeds = range(4)
     cases = {  # per-seed differences -> the verdict paired_comparison gives them
         "holds": [2.0, 2.1, 1.9, 2.0],
+        "holds, smaller than claimed": [0.4, 0.5, 0.45, 0.5],
         "margin excluded": [-0.1, 0.1, 0.0, 0.05],
         "contradicted": [-2.0, -2.1, -1.9, -2.0],
         "undecided": [-3.0, 3.0, 2.0, -1.0],
@@ -73,7 +78,7 @@ def test_the_forest_plot_colours_each_interval_by_its_verdict(tmp_path, monkeypa
     monkeypatch.setattr(plots.plt, "close", figures.append)
     plots.plot_paired_comparisons(comps, list(cases), tmp_path / "f.png")
     ax = figures[0].axes[0]
-    intervals = ax.lines[0::3][:4]  # per row: the interval, its mean, the claimed margin
+    intervals = ax.lines[0::3][:5]  # per row: the interval, its mean, the claimed margin
     assert [to_hex(line.get_color()) for line in intervals] == [
         to_hex(plots.VERDICT_COLOURS[v]) for v in cases]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == list(plots.VERDICT_COLOURS)

@@ -60,8 +60,8 @@ def forest_rows(comparisons: list[Any], labels: list[str]) -> list[tuple[str, fl
             for label, c in zip(labels, comparisons, strict=True) if c.n >= 2]
 
 
-VERDICT_COLOURS = {"holds": "tab:green", "margin excluded": "tab:orange", "contradicted": "tab:red",
-                   "undecided": "tab:grey"}
+VERDICT_COLOURS = {"holds": "tab:green", "holds, smaller than claimed": "tab:olive",
+                   "margin excluded": "tab:orange", "contradicted": "tab:red", "undecided": "tab:grey"}
 """The forest plot's colour per verdict of :func:`dalkit.report.power.paired_comparison`."""
 
 

@@ -19,8 +19,10 @@ class PairedComparison:
         n: common seeds; mean_diff, sd_diff: mean and sample standard deviation (ddof 1) of A_s − B_s.
         ci_low, ci_high: the two-sided (1 − alpha) t-interval of the mean difference.
         claimed: the paper's margin A − B (> 0).
-        verdict: "holds" (interval above 0), "contradicted" (interval below 0), "margin excluded"
-            (interval straddles 0 but lies below the claimed margin), "undecided", or "too few seeds".
+        verdict: "holds" (interval above 0 and reaching the claimed margin), "holds, smaller than
+            claimed" (interval above 0 but below the margin: A is better, by less than the paper says),
+            "contradicted" (interval below 0), "margin excluded" (interval straddles 0 but lies below
+            the claimed margin), "undecided", or "too few seeds".
         seeds_needed: the smallest n for which a paired t-test at level alpha has the stated power
             against a true difference equal to ``claimed``, given the observed sd (None below 2 seeds).
     """
@@ -79,7 +81,7 @@ def paired_comparison(a: dict[int, float], b: dict[int, float], claimed: float, 
     half = stats.t.ppf(1 - alpha / 2, n - 1) * sd / math.sqrt(n)
     low, high = mean - half, mean + half
     if low > 0:
-        verdict = "holds"
+        verdict = "holds" if high >= claimed else "holds, smaller than claimed"
     elif high < 0:
         verdict = "contradicted"
     elif high < claimed:
