@@ -8,14 +8,14 @@ labels, candidates a random 1,000 of the 60,000-image pool), evaluated after eve
 with random starts (``pgd_restarts``, worst case; ``--no-attacks`` skips them).  The two are separate
 runs with separate records: ``--no-attacks`` runs every arm into ``claim_dm2at/`` (the MNIST-C claims);
 the attack run (the default) runs Table 3's arms into ``claim_dm2at_attacks/``, where the attacks take
-about two thirds of each run (~5.5 min per arm and seed on one core, 3 restarts).
+about two thirds of each run (4-5.5 min per arm and seed on one core, 3 restarts).
 Arms: DM2-AT as the paper reads (pairs, lambda ~ Beta(1, 1), predicted label, eps 8/255) and as dalkit
 defaults (group mixing, literal Eq. 7, lambda 0.5, true label, eps 0.03), margin, BADGE, Alpha-Mix,
 random, and Table 5's ablations of the paper reading.
 
 Resumable (``benchmarks/claims_common.py``): re-run the same command to continue; ``--arms`` splits the
-work; ``--report`` only rebuilds ``benchmarks/results/claim_dm2at.md`` from the raw records in
-``benchmarks/results/claim_dm2at/``.
+work; ``--report`` only rebuilds ``benchmarks/results/claim_dm2at_attacks.md`` (with ``--no-attacks``:
+``claim_dm2at.md``) from the raw records in the matching ``benchmarks/results/`` folder.
 
     python benchmarks/claim_dm2at.py --seeds 0-9 --no-attacks --max-minutes 170   # MNIST-C, every arm
     python benchmarks/claim_dm2at.py --seeds 0-9 --max-minutes 170                # + FGSM / PGD, Table 3's
@@ -44,11 +44,13 @@ ARMS = {  # label -> (method, strategy options, recipe options) on top of the pr
     "dm2-at -perturbation": ("dm2-at", {}, {"epsilon": 0.05}),
 }
 TINY_ARMS = ["random", "alphamix", "dm2-at (paper)", "dm2-at -perturbation"]  # --tiny: every code path
-TABLE3_ARMS = ["random", "margin", "badge", "alphamix", "dm2-at (paper)", "dm2-at (dalkit)"]
+DM2AT_READINGS = ("dm2-at (paper)", "dm2-at (dalkit)")
+BASELINES = ("alphamix", "badge", "margin", "random")
+TABLE3_ARMS = [*BASELINES, *DM2AT_READINGS]  # the attack run's arms (listed in ARMS order all the same)
 CORRUPTED = "corrupt_acc_mean"
 CLAIMS = [  # Table 3: MNIST-C 86.62 (DM2-AT) vs 85.91 (Alpha-Mix, the best baseline): +0.71
     *[Claim(f"Table 3: {a} beats {b} on MNIST-C (+0.71).", a, b, CORRUPTED, "final", 0.71)
-      for a in ("dm2-at (paper)", "dm2-at (dalkit)") for b in ("alphamix", "badge", "margin", "random")],
+      for a in DM2AT_READINGS for b in BASELINES],
     # Table 5 (MNIST-C): full 86.62; -perturbation 85.62, -distance 83.48, -fusion ratio 84.31
     Claim("Table 5: the FGSM perturbation helps (+1.00).", "dm2-at (paper)", "dm2-at -perturbation",
           CORRUPTED, "final", 1.00),
@@ -62,8 +64,7 @@ CLAIMS = [  # Table 3: MNIST-C 86.62 (DM2-AT) vs 85.91 (Alpha-Mix, the best base
 ATTACK_MARGIN = 1.0
 ATTACK_CLAIMS = [Claim(f"dalkit's question: {a} resists PGD better than {b} (+{ATTACK_MARGIN:g}).", a, b,
                        "pgd_acc", "final", ATTACK_MARGIN)
-                 for a in ("dm2-at (paper)", "dm2-at (dalkit)")
-                 for b in ("alphamix", "badge", "margin", "random")]
+                 for a in DM2AT_READINGS for b in BASELINES]
 COLUMNS = [("final clean", "test_acc", "final"), ("final MNIST-C", CORRUPTED, "final"),
            ("final FGSM", "fgsm_acc", "final"),
            ("final PGD", "pgd_acc", "final"), ("AUBC clean", "test_acc", "aubc")]
